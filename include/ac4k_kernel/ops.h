@@ -1,0 +1,16 @@
+// The operator interface: one launcher per op, the same declaration for every backend/arch.
+// Each build compiles exactly one arch folder, which defines these. Launchers take plain param
+// structs and a stream, never torch objects, and return cudaSuccess or the error they hit
+// (cudaErrorNotSupported for an argument combination this arch does not implement).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "ac4k_kernel/types.h"
+
+namespace ac4k {
+
+// Symmetric INT8 (scale = amax/127, round half to even); see ac4k_kernel.reference.quantize_int8.
+cudaError_t quantize_int8(const QuantizeParams& params, cudaStream_t stream);
+
+}  // namespace ac4k

@@ -1,0 +1,70 @@
+// Format and math helpers shared by every CUDA arch: loads of bf16/fp16 as float, the
+// rounding rules of the quantized formats (bit-exact with ac4k_kernel.reference), reductions.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+namespace ac4k {
+
+template <typename T>
+struct InputTraits;
+template <>
+struct InputTraits<__nv_bfloat16> {
+  __device__ __forceinline__ static float2 to_float2(uint32_t w) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+  }
+  __device__ __forceinline__ static float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+};
+template <>
+struct InputTraits<__half> {
+  __device__ __forceinline__ static float2 to_float2(uint32_t w) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&w));
+  }
+  __device__ __forceinline__ static float to_float(__half v) { return __half2float(v); }
+};
+
+// 8 consecutive 16-bit elements (one 16-byte load) as float.
+template <typename T>
+__device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
+  const float2 a = InputTraits<T>::to_float2(u.x), b = InputTraits<T>::to_float2(u.y);
+  const float2 c = InputTraits<T>::to_float2(u.z), d = InputTraits<T>::to_float2(u.w);
+  f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y; f[4] = c.x; f[5] = c.y; f[6] = d.x; f[7] = d.y;
+}
+
+// Streaming 16-byte load: data read once should not evict what others reuse.
+__device__ __forceinline__ uint4 ldg_stream(const void* p) {
+  return __ldcs(reinterpret_cast<const uint4*>(p));
+}
+
+// |x| max that ignores NaN (fmaxf returns the non-NaN operand), as the reference does.
+__device__ __forceinline__ float absmax_acc(float acc, float x) { return fmaxf(acc, fabsf(x)); }
+
+// qmax / amax, 0 for amax == 0; IEEE division (never build with --use_fast_math).
+__device__ __forceinline__ float recip_scale(float qmax, float amax) {
+  return amax > 0.f ? __fdiv_rn(qmax, amax) : 0.f;
+}
+
+// rint (half to even) with NaN -> 0 (cvt.rni), saturated to [-127, 127].
+__device__ __forceinline__ int32_t quant_int8(float x, float inv) {
+  const int32_t q = __float2int_rn(__fmul_rn(x, inv));
+  return max(-127, min(127, q));
+}
+
+__device__ __forceinline__ uint32_t pack_s8x4(int32_t a, int32_t b, int32_t c, int32_t d) {
+  return (uint32_t(a) & 0xffu) | ((uint32_t(b) & 0xffu) << 8) | ((uint32_t(c) & 0xffu) << 16) |
+         (uint32_t(d) << 24);
+}
+
+// Butterfly max over groups of WIDTH consecutive lanes (WIDTH a power of two <= 32).
+template <int WIDTH>
+__device__ __forceinline__ float group_max(float v) {
+#pragma unroll
+  for (int o = WIDTH / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace ac4k

@@ -1,0 +1,152 @@
+// quantize_int8 for sm90a: symmetric INT8, scale = amax/127 per group, round half to even.
+// Bit-exact with ac4k_kernel.reference.quantize_int8.
+//
+// Per token: memory-bound (read 2 B + write 1 B per element). RT threads share one row, each
+// holding NV chunks of 8 elements (one 16-byte load) in registers, so x is read exactly once;
+// RPT rows per thread keep several loads in flight before the first reduction.
+#include <cuda_runtime.h>
+
+#include "ac4k_kernel/ops.h"
+#include "common/math.cuh"
+#include "common/utils.cuh"
+
+namespace ac4k {
+namespace sm90a {
+
+template <int RT>
+__host__ __device__ constexpr int block_threads() { return RT > 256 ? RT : 256; }
+
+// VEC: 8 contiguous elements per chunk via 16-byte loads; else 1 element per chunk (any cols).
+template <typename T, int RT, int NV, int RPT, bool VEC>
+__global__ void __launch_bounds__(block_threads<RT>())
+quantize_int8_per_token_kernel(const QuantizeParams p) {
+  constexpr int kBlock = block_threads<RT>();
+  constexpr int kRows = kBlock / RT;  // rows per pass of the block
+  constexpr int W = VEC ? 8 : 1;
+  const int t = threadIdx.x % RT;
+  const int64_t cols = p.cols;
+  const int64_t row0 = int64_t(blockIdx.x) * kRows * RPT + threadIdx.x / RT;
+
+  float v[RPT][NV][W];
+  float amax[RPT];
+#pragma unroll
+  for (int j = 0; j < RPT; ++j) {
+    const int64_t row = row0 + int64_t(j) * kRows;
+    amax[j] = 0.f;
+    const T* xr = static_cast<const T*>(p.x) + (row < p.rows ? row_offset(p.x_rows, row) : 0);
+#pragma unroll
+    for (int c = 0; c < NV; ++c) {
+      const int64_t e = (int64_t(c) * RT + t) * W;
+      const bool in = row < p.rows && e < cols;
+      if constexpr (VEC) {
+        if (in) {
+          unpack8<T>(ldg_stream(xr + e), v[j][c]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < W; ++i) v[j][c][i] = 0.f;
+        }
+      } else {
+        v[j][c][0] = in ? InputTraits<T>::to_float(xr[e]) : 0.f;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < RPT; ++j) {
+#pragma unroll
+    for (int c = 0; c < NV; ++c) {
+#pragma unroll
+      for (int i = 0; i < W; ++i) amax[j] = absmax_acc(amax[j], v[j][c][i]);
+    }
+    if constexpr (RT <= 32) {
+      amax[j] = group_max<RT>(amax[j]);
+    } else {
+      // One row per block pass: warp maxima through shared memory.
+      __shared__ float warp_max[kBlock / 32];
+      amax[j] = group_max<32>(amax[j]);
+      if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = amax[j];
+      __syncthreads();
+      float m = 0.f;
+#pragma unroll
+      for (int w = 0; w < kBlock / 32; ++w) m = fmaxf(m, warp_max[w]);
+      amax[j] = m;
+      __syncthreads();
+    }
+  }
+
+#pragma unroll
+  for (int j = 0; j < RPT; ++j) {
+    const int64_t row = row0 + int64_t(j) * kRows;
+    if (row >= p.rows) continue;
+    const float inv = recip_scale(127.f, amax[j]);
+    int8_t* qr = static_cast<int8_t*>(p.q) + row * cols;
+#pragma unroll
+    for (int c = 0; c < NV; ++c) {
+      const int64_t e = (int64_t(c) * RT + t) * W;
+      if (e >= cols) continue;
+      if constexpr (VEC) {
+        uint2 w;
+        w.x = pack_s8x4(quant_int8(v[j][c][0], inv), quant_int8(v[j][c][1], inv),
+                        quant_int8(v[j][c][2], inv), quant_int8(v[j][c][3], inv));
+        w.y = pack_s8x4(quant_int8(v[j][c][4], inv), quant_int8(v[j][c][5], inv),
+                        quant_int8(v[j][c][6], inv), quant_int8(v[j][c][7], inv));
+        __stcs(reinterpret_cast<uint2*>(qr + e), w);
+      } else {
+        qr[e] = static_cast<int8_t>(quant_int8(v[j][c][0], inv));
+      }
+    }
+    if (t == 0) p.scales[row] = __fdiv_rn(amax[j], 127.f);
+  }
+}
+
+template <typename T, int RT, int NV, int RPT, bool VEC>
+static cudaError_t launch(const QuantizeParams& p, cudaStream_t stream) {
+  constexpr int kBlock = block_threads<RT>();
+  constexpr int64_t kRowsPerBlock = int64_t(kBlock / RT) * RPT;
+  const int64_t blocks = ceil_div(p.rows, kRowsPerBlock);
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  quantize_int8_per_token_kernel<T, RT, NV, RPT, VEC><<<dim3(unsigned(blocks)), kBlock, 0, stream>>>(p);
+  return last_launch_error();
+}
+
+// Picks threads-per-row and chunks-per-thread so that a row sits in registers (no spills:
+// 1024 threads x 8 chunks would exceed the 64-register cap, so rows stop at 32768 elements).
+template <typename T>
+static cudaError_t dispatch_per_token(const QuantizeParams& p, cudaStream_t stream) {
+  bool vec = p.cols % 8 == 0 && is_aligned(p.x, 16) && is_aligned(p.q, 8);
+  for (int d = 0; d < p.x_rows.ndim; ++d) vec = vec && (p.x_rows.stride[d] % 8 == 0);
+  if (vec) {
+    const int64_t n = p.cols / 8;  // 16-byte chunks per row
+    if (n <= 4) return launch<T, 4, 1, 2, true>(p, stream);
+    if (n <= 8) return launch<T, 8, 1, 2, true>(p, stream);
+    if (n <= 16) return launch<T, 16, 1, 2, true>(p, stream);
+    if (n <= 32) return launch<T, 32, 1, 2, true>(p, stream);
+    if (n <= 64) return launch<T, 32, 2, 1, true>(p, stream);
+    if (n <= 128) return launch<T, 32, 4, 1, true>(p, stream);
+    if (n <= 512) return launch<T, 256, 2, 1, true>(p, stream);
+    if (n <= 1024) return launch<T, 256, 4, 1, true>(p, stream);
+    if (n <= 2048) return launch<T, 256, 8, 1, true>(p, stream);
+    if (n <= 4096) return launch<T, 1024, 4, 1, true>(p, stream);
+    return cudaErrorNotSupported;
+  }
+  const int64_t n = p.cols;
+  if (n <= 32) return launch<T, 32, 1, 1, false>(p, stream);
+  if (n <= 128) return launch<T, 32, 4, 1, false>(p, stream);
+  if (n <= 1024) return launch<T, 256, 4, 1, false>(p, stream);
+  if (n <= 2048) return launch<T, 256, 8, 1, false>(p, stream);
+  if (n <= 8192) return launch<T, 1024, 8, 1, false>(p, stream);
+  return cudaErrorNotSupported;
+}
+
+}  // namespace sm90a
+
+cudaError_t quantize_int8(const QuantizeParams& p, cudaStream_t stream) {
+  if (p.granularity != Granularity::PerToken) return cudaErrorNotSupported;
+  if (p.rows == 0) return cudaSuccess;
+  switch (p.x_dtype) {
+    case ScalarType::BFloat16: return sm90a::dispatch_per_token<__nv_bfloat16>(p, stream);
+    case ScalarType::Float16: return sm90a::dispatch_per_token<__half>(p, stream);
+    default: return cudaErrorNotSupported;
+  }
+}
+
+}  // namespace ac4k
