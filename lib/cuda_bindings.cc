@@ -26,6 +26,15 @@ namespace {
 using ac4k::Granularity;
 using ac4k::ScalarType;
 
+// Messages never stream numbers through std::ostream here: with a newer g++ than the process's
+// libstdc++ (seen on the device image, /opt/gcc), the numeric inserter inlined into this module
+// crashes. std::to_string goes through snprintf and is safe.
+std::string shape_str(at::IntArrayRef s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
 void check_cuda_call(cudaError_t err, const char* op) {
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": this argument combination is not implemented for " AC4K_ARCH_NAME);
@@ -40,34 +49,36 @@ ScalarType to_ac4k(at::ScalarType t) {
     case at::kChar: return ScalarType::Int8;
     case at::kFloat8_e4m3fn: return ScalarType::Float8E4M3;
     case at::kByte: return ScalarType::UInt8;
-    default: TORCH_CHECK(false, "ac4k: unsupported dtype ", t);
+    default: TORCH_CHECK(false, "ac4k: unsupported dtype ", c10::toString(t));
   }
 }
 
 void check_cuda_tensor(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "ac4k::", op, ": ", name, " must be a CUDA tensor, got device ", t.device());
+  TORCH_CHECK(t.is_cuda(), "ac4k::", op, ": ", name, " must be a CUDA tensor, got device ", t.device().str());
 }
 
 void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* op, const char* name) {
-  TORCH_CHECK(a.device() == b.device(), "ac4k::", op, ": ", name, " is on ", b.device(),
-              " but x is on ", a.device());
+  TORCH_CHECK(a.device() == b.device(), "ac4k::", op, ": ", name, " is on ", b.device().str(),
+              " but x is on ", a.device().str());
 }
 
 void check_half_input(const at::Tensor& x, const char* op, const char* name) {
   check_cuda_tensor(x, op, name);
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf, "ac4k::", op, ": ", name,
-              " must be bfloat16 or float16, got ", x.scalar_type());
+              " must be bfloat16 or float16, got ", c10::toString(x.scalar_type()));
   TORCH_CHECK(x.dim() >= 1, "ac4k::", op, ": ", name, " must have at least one dimension");
   TORCH_CHECK(x.size(-1) <= 1 || x.stride(-1) == 1, "ac4k::", op, ": ", name,
-              " must have a contiguous last dim (stride 1), got strides ", x.strides());
+              " must have a contiguous last dim (stride 1), got strides ", shape_str(x.strides()));
 }
 
 void check_output(const at::Tensor& t, at::ScalarType dtype, at::IntArrayRef shape, const at::Tensor& x,
                   const char* op, const char* name) {
   check_cuda_tensor(t, op, name);
   check_same_device(x, t, op, name);
-  TORCH_CHECK(t.scalar_type() == dtype, "ac4k::", op, ": ", name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.sizes() == shape, "ac4k::", op, ": ", name, " must have shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == dtype, "ac4k::", op, ": ", name, " must be ", c10::toString(dtype), ", got ",
+              c10::toString(t.scalar_type()));
+  TORCH_CHECK(t.sizes() == shape, "ac4k::", op, ": ", name, " must have shape ", shape_str(shape), ", got ",
+              shape_str(t.sizes()));
   TORCH_CHECK(t.is_contiguous(), "ac4k::", op, ": ", name, " must be contiguous");
 }
 
@@ -93,7 +104,7 @@ ac4k::RowView row_view(const at::Tensor& x, const char* op) {
     stride[0] = x.size(-1);
     n = 1;
   }
-  TORCH_CHECK(n <= ac4k::RowView::kMaxDims, "ac4k::", op, ": x has ", n,
+  TORCH_CHECK(n <= ac4k::RowView::kMaxDims, "ac4k::", op, ": x has ", std::to_string(n),
               " non-mergeable leading dims (at most 4); call .contiguous() first");
   v.ndim = n;
   for (int i = 0; i < n; ++i) {

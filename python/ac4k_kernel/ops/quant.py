@@ -25,14 +25,16 @@ def quantize(x: torch.Tensor, *, precision: str, granularity: str = "per_token",
     out: (values, scales) buffers to write into, shaped and typed as the result would be.
     Returns QuantizedTensor(values, scales, global_scale, ...).
     """
-    require_op(_OP.get(precision, ""), "quantize", precision, _OP)
-    require_cuda(x, "quantize", "x")
     if granularity not in _ref.GRANULARITIES:
         raise ValueError(f"quantize: granularity must be one of {_ref.GRANULARITIES}, got {granularity!r}")
     if layout not in _ref.LAYOUTS:
         raise ValueError(f"quantize: layout must be one of {_ref.LAYOUTS}, got {layout!r}")
+    if scale_layout not in _ref.SCALE_LAYOUTS:
+        raise ValueError(f"quantize: scale_layout must be one of {_ref.SCALE_LAYOUTS}, got {scale_layout!r}")
     if granularity == "per_block" and (block_size is None or block_size <= 0):
         raise ValueError("quantize: granularity='per_block' needs block_size > 0")
+    require_op(_OP.get(precision, ""), "quantize", precision, _OP)
+    require_cuda(x, "quantize", "x")
     bs = int(block_size or 0)
     op = getattr(torch.ops.ac4k, _OP[precision])
     if out is not None:

@@ -51,9 +51,22 @@ def _nan_free_abs(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isnan(a), torch.zeros_like(a), a)
 
 
+def _div(a, b) -> torch.Tensor:
+    """IEEE float32 a / b on a's (or b's) device.
+
+    Both operands are made full tensors: torch's CUDA division by a scalar multiplies by its
+    reciprocal instead, which differs in the last bit, and the format must not depend on the device.
+    """
+    if not isinstance(a, torch.Tensor):
+        a = torch.full_like(b, a)
+    if not isinstance(b, torch.Tensor):
+        b = torch.full_like(a, b)
+    return a / b
+
+
 def _recip_scale(qmax: float, amax: torch.Tensor) -> torch.Tensor:
     """qmax / amax in float32, or 0 where amax == 0 (an all-zero block quantizes to 0)."""
-    inv = torch.tensor(qmax, dtype=torch.float32) / amax
+    inv = _div(qmax, amax)
     return torch.where(amax > 0, inv, torch.zeros_like(inv))
 
 
@@ -124,8 +137,12 @@ def _expand_channel(s: torch.Tensor, x: torch.Tensor, layout: str) -> torch.Tens
 
 def _scales_and_expand(xf, granularity, layout, block_size, qmax):
     """(scales, inv_expanded): scale = amax / qmax; inv = qmax / amax broadcast to x."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if granularity in ("per_block", "per_channel"):
+        _token_dim(xf, layout)  # raises for anything but 4-D [B,S,H,D] / [B,H,S,D] or 2-D [T,C]
     if granularity == "per_token":
-        amax = _nan_free_abs(xf).amax(dim=-1) if xf.shape[-1] else torch.zeros(xf.shape[:-1])
+        amax = _nan_free_abs(xf).amax(dim=-1) if xf.shape[-1] else torch.zeros(xf.shape[:-1], device=xf.device)
         inv = _recip_scale(qmax, amax).unsqueeze(-1)
     elif granularity == "per_block":
         if block_size <= 0:
@@ -137,8 +154,7 @@ def _scales_and_expand(xf, granularity, layout, block_size, qmax):
         inv = _expand_channel(_recip_scale(qmax, amax), xf, layout)
     else:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    scale = amax / torch.tensor(qmax, dtype=torch.float32)
-    return scale, inv
+    return _div(amax, qmax), inv
 
 
 def _check_float_input(x: torch.Tensor, name: str = "x") -> None:
@@ -252,8 +268,8 @@ def unswizzle_scales_128x4(sw: torch.Tensor, rows: int, cols: int) -> torch.Tens
 
 def nvfp4_global_scale(x: torch.Tensor) -> torch.Tensor:
     """The FP32 global (decode) scale: amax(|x|) / (448 * 6), NaN ignored. A float32 scalar tensor."""
-    amax = _nan_free_abs(x.float()).amax() if x.numel() else torch.zeros((), dtype=torch.float32)
-    return amax / torch.tensor(FP8_E4M3_MAX * FP4_E2M1_MAX, dtype=torch.float32)
+    amax = _nan_free_abs(x.float()).amax() if x.numel() else torch.zeros((), device=x.device)
+    return _div(amax, FP8_E4M3_MAX * FP4_E2M1_MAX)
 
 
 def quantize_nvfp4(x: torch.Tensor, scale_layout: str = "plain",
@@ -282,15 +298,15 @@ def quantize_nvfp4(x: torch.Tensor, scale_layout: str = "plain",
         raise ValueError(f"nvfp4 needs the last dim to be a multiple of 16, got {K}")
     xf = x.float()
     if global_scale is None:
-        amax_t = _nan_free_abs(xf).amax() if xf.numel() else torch.zeros((), dtype=torch.float32)
-        gs = amax_t / torch.tensor(FP8_E4M3_MAX * FP4_E2M1_MAX, dtype=torch.float32)
+        amax_t = _nan_free_abs(xf).amax() if xf.numel() else torch.zeros((), device=xf.device)
+        gs = _div(amax_t, FP8_E4M3_MAX * FP4_E2M1_MAX)
         inv_gs = _recip_scale(FP8_E4M3_MAX * FP4_E2M1_MAX, amax_t)
     else:
         gs = global_scale.float().reshape(())
         inv_gs = _recip_scale(1.0, gs)
     blocks = xf.reshape(*xf.shape[:-1], K // NVFP4_BLOCK, NVFP4_BLOCK)
-    bamax = _nan_free_abs(blocks).amax(dim=-1) if blocks.numel() else torch.zeros(blocks.shape[:-1])
-    sf = _to_e4m3((bamax * inv_gs) / torch.tensor(FP4_E2M1_MAX, dtype=torch.float32))
+    bamax = _nan_free_abs(blocks).amax(dim=-1) if blocks.numel() else torch.zeros(blocks.shape[:-1], device=xf.device)
+    sf = _to_e4m3(_div(bamax * inv_gs, FP4_E2M1_MAX))
     enc = sf.float() * gs
     inv_b = _recip_scale(1.0, enc)
     codes = e2m1_encode(blocks * inv_b.unsqueeze(-1)).reshape(xf.shape)

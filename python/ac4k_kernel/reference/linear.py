@@ -1,0 +1,85 @@
+"""Pure-torch definitions of `ac4k_kernel.linear`: y = x @ W^T + b with a pre-quantized W.
+
+x is quantized on the fly (per token); runs on CPU or CUDA tensors alike.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .quant import QuantizedTensor, dequantize, quantize_fp8, quantize_nvfp4
+
+__all__ = ["linear_fp8", "linear_nvfp4", "quantize_weight_fp8", "quantize_weight_nvfp4"]
+
+
+def _check_weight(w: torch.Tensor) -> None:
+    if not isinstance(w, torch.Tensor) or w.dim() != 2:
+        raise ValueError(f"weight must be a 2-D tensor [N, K], got {getattr(w, 'shape', type(w))}")
+
+
+def quantize_weight_fp8(w: torch.Tensor) -> QuantizedTensor:
+    """W [N, K] -> FP8 E4M3 with one scale per output channel (row of W): quantize_fp8(w, "per_token"),
+    scales [N] = amax(|W[n, :]|) / 448."""
+    _check_weight(w)
+    return quantize_fp8(w, "per_token")
+
+
+def quantize_weight_nvfp4(w: torch.Tensor) -> QuantizedTensor:
+    """W [N, K] -> NVFP4 along K (blocks of 16, E4M3 block scales, FP32 global scale): quantize_nvfp4(w),
+    plain scale layout. K must be a multiple of 16."""
+    _check_weight(w)
+    return quantize_nvfp4(w)
+
+
+def _check_linear(x, wq, bias, precision):
+    if not isinstance(wq, QuantizedTensor):
+        raise ValueError(f"weight must be a QuantizedTensor made by quantize_weight_*, got {type(wq).__name__}")
+    if wq.precision != precision:
+        raise ValueError(f"weight precision must be {precision!r}, got {wq.precision!r}")
+    if len(wq.shape) != 2:
+        raise ValueError(f"weight must be 2-D [N, K], got shape {tuple(wq.shape)}")
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise ValueError("x must be a tensor [..., K]")
+    N, K = wq.shape
+    if x.shape[-1] != K:
+        raise ValueError(f"x's last dim K = {x.shape[-1]} != weight K = {K}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != N):
+        raise ValueError(f"bias must have shape [N] = [{N}], got {tuple(bias.shape)}")
+    return N, K
+
+
+def linear_fp8(x: torch.Tensor, wq: QuantizedTensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """FP8 linear: per-token x scales times per-output-channel W scales.
+
+        xq = quantize_fp8(x, "per_token")                       (scales x.shape[:-1])
+        y[t, n] = float32(sum_k float(xq[t, k]) * float(wq[n, k])) * x_scale[t] * w_scale[n] + bias[n]
+    in fp32, left to right; the dot is exact (e4m3 products summed in fp64) and rounded once.
+    Output bfloat16, or float16 when x is float16. Shape [..., N].
+    """
+    _check_linear(x, wq, bias, "fp8e4m3")
+    if wq.granularity != "per_token":
+        raise ValueError(f"fp8 weight must be quantized per output channel (per_token), got {wq.granularity!r}")
+    xq = quantize_fp8(x, "per_token")
+    dot = (xq.values.double() @ wq.values.double().T).float()
+    y = dot * xq.scales.unsqueeze(-1) * wq.scales
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(torch.float16 if x.dtype == torch.float16 else torch.bfloat16)
+
+
+def linear_nvfp4(x: torch.Tensor, wq: QuantizedTensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """NVFP4 linear.
+
+        xq = quantize_nvfp4(x)                                   (plain scales, x's own global scale)
+        y  = float32(dequantize(xq) @ dequantize(wq)^T) + bias   (the dequantized fp32 values
+                                                                   multiplied and summed in fp64)
+    Output x's dtype, shape [..., N]. K must be a multiple of 16.
+    """
+    _check_linear(x, wq, bias, "nvfp4")
+    xd = dequantize(quantize_nvfp4(x)).double()
+    wd = dequantize(wq).double()
+    y = (xd @ wd.T).float()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One device call: build the extension, run the GPU tests (and once under compute-sanitizer),
+# the benchmarks and the main command; results under $OUT (default ./results).
+#   STAGES="build test sanitize bench main" bash tools/gpu_check.sh
+# Extra pytest / bench args: PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/results}
+mkdir -p "$OUT"
+STAGES=${STAGES:-"build test sanitize bench main"}
+LOG="$OUT/run.log"
+export PYTHONUNBUFFERED=1
+status=()
+
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+stage() {  # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== $name: $*" | tee -a "$LOG"
+  "$@" 2>&1 | tee -a "$LOG" "$OUT/$name.log" > /dev/null
+  local rc=${PIPESTATUS[0]}
+  status+=("$name rc=$rc $((SECONDS - t0))s")
+  echo "=== $name done rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOG"
+  return "$rc"
+}
+
+{
+  nvidia-smi --query-gpu=name,compute_cap,clocks.sm,clocks.max.sm,power.limit,memory.total --format=csv
+  nvcc --version | tail -2
+  python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, torch.version.cuda)'
+} 2>&1 | tee -a "$LOG"
+
+if has build; then
+  stage build python3 -m pip install --no-build-isolation --no-deps --no-index -v -e . || { echo "BUILD FAILED"; tail -50 "$OUT/build.log"; exit 1; }
+  so=$(python3 -c 'import ac4k_kernel._cuda_ops as m; print(m.__file__)')
+  if command -v cuobjdump > /dev/null; then
+    cuobjdump --dump-sass "$so" > "$OUT/sass.txt" 2>&1
+    python3 tools/sass_summary.py "$OUT/sass.txt" | tee -a "$LOG"
+  fi
+fi
+has test && stage test python3 -m pytest tests/gpu -q -rs ${PYTEST_ARGS:-}
+# torch.compile under the sanitizer takes minutes and checks nothing of ours: leave it out there.
+has sanitize && stage sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --target-processes all \
+  python3 -m pytest tests/gpu -q -k "not compile" -x ${PYTEST_ARGS:-}
+has bench && stage bench python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
+has main && stage main python3 -m ac4k_kernel
+
+echo "=== summary" | tee -a "$LOG"
+printf '%s\n' "${status[@]}" | tee -a "$LOG"
+grep -E "passed|failed|ERROR SUMMARY" "$OUT"/test.log "$OUT"/sanitize.log 2>/dev/null | tail -4
+[ -f "$OUT/bench.log" ] && sed -n '/^op /,$p' "$OUT/bench.log"
+true
