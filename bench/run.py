@@ -1,6 +1,6 @@
 """One benchmark runner: each ac4k op against what a user would call instead, in one run.
 
-    python bench/run.py [--only quantize_int8] [--json results.json] [--iters 50]
+    python bench/run.py [--only quantize] [--json results.json] [--iters 50]
 
 Prints a table (op, shape, impl, time, ratio to ours, TFLOPS or GB/s vs the measured copy
 bandwidth) and writes the same figures as JSON. Timings: CUDA events after warm-up, median.
@@ -24,31 +24,71 @@ def _compiled(fn):
     return torch.compile(fn, fullgraph=True, dynamic=False)
 
 
-def bench_quantize_int8(iters: int):
-    """Per-token INT8: attention-shaped and linear-activation-shaped bf16 inputs."""
-    rows = []
-    compiled_ref = _compiled(lambda t: tuple(ref.quantize_int8(t, "per_token")[:2]))
-    for shape in [(1, 32760, 40, 128), (32760, 5120)]:
-        x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
-        nbytes = x.numel() * 2 + x.numel() + (x.numel() // shape[-1]) * 4  # read bf16, write int8 + scales
-        impls = {
-            "ac4k": lambda: ac4k_kernel.quantize(x, precision="int8"),
-            "torch eager (reference)": lambda: ref.quantize_int8(x, "per_token"),
-            "torch.compile (reference)": lambda: compiled_ref(x),
-        }
-        q = ac4k_kernel.quantize(x, precision="int8")
-        cv, cs = compiled_ref(x)
-        match = bool(torch.equal(q.values, cv) and torch.equal(q.scales.view(torch.int32), cs.view(torch.int32)))
-        times = {name: time_cuda(fn, warmup=10, iters=iters) for name, fn in impls.items()}
-        for name, ms in times.items():
-            rows.append({"op": "quantize_int8 per_token", "shape": "x".join(map(str, shape)) + " bf16", "impl": name,
-                         "ms": ms, "bytes": nbytes, "gbs": nbytes / ms / 1e6,
-                         "vs_ours": ms / times["ac4k"], "bitexact_vs_compiled_ref": match})
-        del x
+def _bench_quantizer(op: str, shape, kw: dict, ref_fn, out_bytes_per_elem: float, scale_bytes: int, iters: int):
+    """One quantizer case: ac4k vs eager and compiled reference; GB/s over bytes read + written once."""
+    x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+    compiled_ref = _compiled(lambda t: tuple(v for v in ref_fn(t)[:3] if v is not None))
+    nbytes = int(x.numel() * (2 + out_bytes_per_elem)) + scale_bytes
+    impls = {
+        "ac4k": lambda: ac4k_kernel.quantize(x, **kw),
+        "torch eager (reference)": lambda: ref_fn(x),
+        "torch.compile (reference)": lambda: compiled_ref(x),
+    }
+    try:
+        compiled_ref(x)
+    except Exception as e:  # an anchor that does not compile is reported, not fatal
+        print(f"torch.compile of the reference failed for {op} {kw}: {type(e).__name__}: {str(e)[:200]}")
+        del impls["torch.compile (reference)"]
+    q = ac4k_kernel.quantize(x, **kw)
+    want = ref_fn(x)
+    exact = all(torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+                for a, b in zip((q.values, q.scales), (want.values, want.scales)))
+    times = {name: time_cuda(fn, warmup=10, iters=iters) for name, fn in impls.items()}
+    desc = " ".join(f"{k}={v}" for k, v in kw.items() if k != "precision")
+    rows = [{"op": f"quantize {kw['precision']} {desc}".strip(), "shape": "x".join(map(str, shape)) + " bf16",
+             "impl": name, "ms": ms, "bytes": nbytes, "gbs": nbytes / ms / 1e6, "vs_ours": ms / times["ac4k"],
+             "bitexact_vs_eager_ref": exact} for name, ms in times.items()]
+    del x
     return rows
 
 
-BENCHES = {"quantize_int8": bench_quantize_int8}
+ATT = (1, 32760, 40, 128)  # Wan 14B attention: B, S, H, D (BNHD)
+ACT = (32760, 5120)  # a linear layer's activation
+
+
+def bench_quantize(iters: int):
+    r = ref
+    cases = [
+        # per token (linear activations, and attention-shaped)
+        (ATT, dict(precision="int8"), lambda t: r.quantize_int8(t), 1, ATT[0] * ATT[1] * ATT[2] * 4),
+        (ACT, dict(precision="int8"), lambda t: r.quantize_int8(t), 1, ACT[0] * 4),
+        (ACT, dict(precision="fp8e4m3"), lambda t: r.quantize_fp8(t), 1, ACT[0] * 4),
+        # per block of tokens (attention Q / K), both layouts' strides covered by BNHD here
+        (ATT, dict(precision="int8", granularity="per_block", block_size=64), lambda t: r.quantize_int8(t, "per_block", 64),
+         1, 40 * 512 * 4),
+        (ATT, dict(precision="int8", granularity="per_block", block_size=128),
+         lambda t: r.quantize_int8(t, "per_block", 128), 1, 40 * 256 * 4),
+        # per channel over all tokens (attention V): x is read twice by design
+        (ATT, dict(precision="fp8e4m3", granularity="per_channel"), lambda t: r.quantize_fp8(t, "per_channel"), 1,
+         40 * 128 * 4),
+        # NVFP4: own global scale (two passes over x), swizzled scales
+        (ACT, dict(precision="nvfp4"), lambda t: r.quantize_nvfp4(t), 0.5 + 1 / 16, 4),
+        (ACT, dict(precision="nvfp4", scale_layout="swizzled"), lambda t: r.quantize_nvfp4(t, "swizzled"),
+         0.5 + 1 / 16, 4),
+    ]
+    rows = []
+    for shape, kw, fn, ob, sb in cases:
+        rows += _bench_quantizer(kw["precision"], shape, kw, fn, ob, sb, iters)
+    # NVFP4 with a given (calibrated) global scale: one pass over x.
+    gs = torch.tensor([0.01], device="cuda")
+    rows += _bench_quantizer("nvfp4", ACT, dict(precision="nvfp4", global_scale=gs),
+                             lambda t: r.quantize_nvfp4(t, "plain", gs), 0.5 + 1 / 16, 4, iters)
+    for row in rows[-3:]:
+        row["op"] = "quantize nvfp4 given global_scale"
+    return rows
+
+
+BENCHES = {"quantize": bench_quantize}
 
 
 def main(argv=None) -> int:
@@ -74,12 +114,12 @@ def main(argv=None) -> int:
     for r in rows:
         if "gbs" in r:
             r["pct_copy_bw"] = 100 * r["gbs"] / bw
-    head = f"{'op':28} {'shape':22} {'impl':28} {'us':>9} {'t/t_ours':>8} {'throughput':>26}"
+    head = f"{'op':44} {'shape':22} {'impl':26} {'us':>9} {'t/t_ours':>8} {'throughput':>26}"
     print(head)
     print("-" * len(head))
     for r in rows:
         thr = (f"{r['tflops']:.0f} TFLOPS" if "tflops" in r else f"{r['gbs']:.0f} GB/s ({r['pct_copy_bw']:.0f}% copy)")
-        print(f"{r['op']:28} {r['shape']:22} {r['impl']:28} {r['ms'] * 1e3:9.1f} {r['vs_ours']:8.2f} {thr:>26}")
+        print(f"{r['op']:44} {r['shape']:22} {r['impl']:26} {r['ms'] * 1e3:9.1f} {r['vs_ours']:8.2f} {thr:>26}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": dev, "torch": torch.__version__, "copy_gbs": bw, "info": info, "rows": rows}, f, indent=1)

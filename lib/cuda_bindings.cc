@@ -10,6 +10,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 
@@ -121,59 +122,205 @@ Granularity parse_granularity(const std::string& g, const char* op) {
   TORCH_CHECK(false, "ac4k::", op, ": granularity must be per_token, per_block or per_channel, got '", g, "'");
 }
 
-// ------------------------------------------------------------------------------ quantize_int8
+// ------------------------------------------------------------------------------ quantize (8-bit)
 
-std::vector<int64_t> per_token_scale_shape(const at::Tensor& x) {
-  return std::vector<int64_t>(x.sizes().begin(), x.sizes().end() - 1);
+// x as [B, S, H, D] for per_block / per_channel: 4-D in the given layout, or 2-D [T, C].
+ac4k::TokenView token_view(const at::Tensor& t, const std::string& layout, const char* op, const char* name) {
+  ac4k::TokenView v;
+  if (t.dim() == 2) {
+    v.S = t.size(0);
+    v.D = t.size(1);
+    v.stride_s = t.stride(0);
+    return v;
+  }
+  TORCH_CHECK(t.dim() == 4, "ac4k::", op, ": per_block / per_channel need ", name,
+              " of shape [B, S, H, D] (BNHD), [B, H, S, D] (BHND) or [T, C], got ", shape_str(t.sizes()));
+  TORCH_CHECK(layout == "BNHD" || layout == "BHND", "ac4k::", op, ": layout must be BNHD or BHND, got '", layout, "'");
+  const bool bnhd = layout == "BNHD";
+  v.B = t.size(0);
+  v.S = t.size(bnhd ? 1 : 2);
+  v.H = t.size(bnhd ? 2 : 1);
+  v.D = t.size(3);
+  v.stride_b = t.stride(0);
+  v.stride_s = t.stride(bnhd ? 1 : 2);
+  v.stride_h = t.stride(bnhd ? 2 : 1);
+  return v;
 }
 
-void quantize_int8_out(const at::Tensor& x, const std::string& granularity, int64_t block_size,
-                       const std::string& layout, at::Tensor& out, at::Tensor& scales) {
-  const char* op = "quantize_int8";
+std::vector<int64_t> scale_shape_8bit(const at::Tensor& x, Granularity g, int64_t block_size, const std::string& layout,
+                                      const char* op) {
+  if (g == Granularity::PerToken) return std::vector<int64_t>(x.sizes().begin(), x.sizes().end() - 1);
+  const ac4k::TokenView v = token_view(x, layout, op, "x");
+  if (g == Granularity::PerBlock) {
+    TORCH_CHECK(block_size > 0, "ac4k::", op, ": per_block needs block_size > 0, got ", std::to_string(block_size));
+    const int64_t nblk = (v.S + block_size - 1) / block_size;
+    return x.dim() == 2 ? std::vector<int64_t>{nblk} : std::vector<int64_t>{v.B, v.H, nblk};
+  }
+  return x.dim() == 2 ? std::vector<int64_t>{v.D} : std::vector<int64_t>{v.B, v.H, v.D};
+}
+
+using Launcher8 = cudaError_t (*)(const ac4k::QuantizeParams&, cudaStream_t);
+
+void quantize_8bit_out(const char* op, Launcher8 launch, at::ScalarType qdtype, const at::Tensor& x,
+                       const std::string& granularity, int64_t block_size, const std::string& layout, at::Tensor& out,
+                       at::Tensor& scales) {
   check_half_input(x, op, "x");
   const Granularity g = parse_granularity(granularity, op);
-  TORCH_CHECK(g == Granularity::PerToken, "ac4k::", op, ": granularity '", granularity,
-              "' is not implemented for " AC4K_ARCH_NAME " yet (available: per_token)");
-  (void)block_size;
-  (void)layout;
-  check_output(out, at::kChar, x.sizes(), x, op, "out");
-  check_output(scales, at::kFloat, per_token_scale_shape(x), x, op, "scales");
-  if (x.numel() == 0 && scales.numel() == 0) return;
+  check_output(out, qdtype, x.sizes(), x, op, "out");
+  check_output(scales, at::kFloat, scale_shape_8bit(x, g, block_size, layout, op), x, op, "scales");
 
   c10::cuda::CUDAGuard guard(x.device());
   ac4k::QuantizeParams p;
   p.x = x.data_ptr();
   p.x_dtype = to_ac4k(x.scalar_type());
-  p.x_rows = row_view(x, op);
-  p.cols = x.size(-1);
-  p.rows = scales.numel();
+  p.granularity = g;
   p.q = out.data_ptr();
   p.scales = scales.data_ptr<float>();
-  p.granularity = g;
-  check_cuda_call(ac4k::quantize_int8(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()), op);
+  if (g == Granularity::PerToken) {
+    if (x.numel() == 0 && scales.numel() == 0) return;
+    p.x_rows = row_view(x, op);
+    p.cols = x.size(-1);
+    p.rows = scales.numel();
+  } else {
+    p.xv = token_view(x, layout, op, "x");
+    p.qv = token_view(out, layout, op, "out");
+    p.block_size = static_cast<int32_t>(block_size);
+  }
+  const cudaError_t err = launch(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op, ": not supported for these arguments on " AC4K_ARCH_NAME
+              " (per_token rows up to 32768 elements, 8192 if the row is not a multiple of 8; per_block / "
+              "per_channel need D % 8 == 0, D <= 256, 16-byte aligned rows, block_size <= 128 (D <= 128))");
+  check_cuda_call(err, op);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_8bit(const char* op, Launcher8 launch, at::ScalarType qdtype,
+                                                 const at::Tensor& x, const std::string& granularity,
+                                                 int64_t block_size, const std::string& layout) {
+  check_half_input(x, op, "x");
+  const Granularity g = parse_granularity(granularity, op);
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(qdtype));
+  at::Tensor scales = at::empty(scale_shape_8bit(x, g, block_size, layout, op), x.options().dtype(at::kFloat));
+  quantize_8bit_out(op, launch, qdtype, x, granularity, block_size, layout, out, scales);
+  return {out, scales};
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_int8(const at::Tensor& x, const std::string& granularity,
                                                  int64_t block_size, const std::string& layout) {
-  check_half_input(x, "quantize_int8", "x");
-  at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kChar));
-  at::Tensor scales = at::empty(per_token_scale_shape(x), x.options().dtype(at::kFloat));
-  quantize_int8_out(x, granularity, block_size, layout, out, scales);
-  return {out, scales};
+  return quantize_8bit("quantize_int8", &ac4k::quantize_int8, at::kChar, x, granularity, block_size, layout);
+}
+void quantize_int8_out(const at::Tensor& x, const std::string& granularity, int64_t block_size,
+                       const std::string& layout, at::Tensor& out, at::Tensor& scales) {
+  quantize_8bit_out("quantize_int8", &ac4k::quantize_int8, at::kChar, x, granularity, block_size, layout, out, scales);
+}
+std::tuple<at::Tensor, at::Tensor> quantize_fp8(const at::Tensor& x, const std::string& granularity,
+                                                int64_t block_size, const std::string& layout) {
+  return quantize_8bit("quantize_fp8", &ac4k::quantize_fp8, at::kFloat8_e4m3fn, x, granularity, block_size, layout);
+}
+void quantize_fp8_out(const at::Tensor& x, const std::string& granularity, int64_t block_size,
+                      const std::string& layout, at::Tensor& out, at::Tensor& scales) {
+  quantize_8bit_out("quantize_fp8", &ac4k::quantize_fp8, at::kFloat8_e4m3fn, x, granularity, block_size, layout, out,
+                    scales);
+}
+
+// ------------------------------------------------------------------------------ quantize_nvfp4
+
+int64_t leading_rows(const at::Tensor& x) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  return rows;
+}
+
+// Plain: [..., K / 16]. Swizzled: the [rows, K / 16] matrix padded to 128 x 4 tiles.
+std::vector<int64_t> nvfp4_scale_shape(const at::Tensor& x, bool swizzled) {
+  std::vector<int64_t> s(x.sizes().begin(), x.sizes().end());
+  s.back() /= 16;
+  if (!swizzled) return s;
+  return {(leading_rows(x) + 127) / 128 * 128, (s.back() + 3) / 4 * 4};
+}
+
+bool parse_scale_layout(const std::string& l, const char* op) {
+  TORCH_CHECK(l == "plain" || l == "swizzled", "ac4k::", op, ": scale_layout must be plain or swizzled, got '", l, "'");
+  return l == "swizzled";
+}
+
+void quantize_nvfp4_out(const at::Tensor& x, const std::string& scale_layout, const c10::optional<at::Tensor>& gs_in,
+                        at::Tensor& out, at::Tensor& scales, at::Tensor& global_scale) {
+  const char* op = "quantize_nvfp4";
+  check_half_input(x, op, "x");
+  const bool swizzled = parse_scale_layout(scale_layout, op);
+  TORCH_CHECK(x.size(-1) % 16 == 0, "ac4k::", op, ": the last dim must be a multiple of 16, got ",
+              std::to_string(x.size(-1)));
+  std::vector<int64_t> vshape(x.sizes().begin(), x.sizes().end());
+  vshape.back() /= 2;
+  check_output(out, at::kByte, vshape, x, op, "out");
+  check_output(scales, at::kFloat8_e4m3fn, nvfp4_scale_shape(x, swizzled), x, op, "scales");
+  check_output(global_scale, at::kFloat, {}, x, op, "global_scale");
+  if (gs_in.has_value()) {
+    check_cuda_tensor(*gs_in, op, "global_scale (input)");
+    check_same_device(x, *gs_in, op, "global_scale (input)");
+    TORCH_CHECK(gs_in->scalar_type() == at::kFloat && gs_in->numel() == 1, "ac4k::", op,
+                ": the given global_scale must be a float32 tensor of one element");
+  }
+
+  c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor amax = at::empty({1}, x.options().dtype(at::kFloat));
+  ac4k::QuantizeNvfp4Params p;
+  p.x = x.data_ptr();
+  p.x_dtype = to_ac4k(x.scalar_type());
+  p.x_rows = row_view(x, op);
+  p.cols = x.size(-1);
+  p.rows = leading_rows(x);
+  p.q = out.data_ptr();
+  p.block_scales = scales.data_ptr();
+  p.swizzled = swizzled;
+  p.global_scale = global_scale.data_ptr<float>();
+  p.global_scale_in = gs_in.has_value() ? gs_in->data_ptr<float>() : nullptr;
+  p.amax_scratch = amax.data_ptr<float>();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  if (swizzled) {  // the padding of the 128x4 tiles must read as zero scales
+    check_cuda_call(cudaMemsetAsync(scales.data_ptr(), 0, scales.numel(), stream), op);
+  }
+  const cudaError_t err = ac4k::quantize_nvfp4(p, stream);
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op, ": x needs 16-byte aligned rows (row strides a multiple of 8)");
+  check_cuda_call(err, op);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_nvfp4(const at::Tensor& x, const std::string& scale_layout,
+                                                              const c10::optional<at::Tensor>& global_scale) {
+  const char* op = "quantize_nvfp4";
+  check_half_input(x, op, "x");
+  const bool swizzled = parse_scale_layout(scale_layout, op);
+  TORCH_CHECK(x.size(-1) % 16 == 0, "ac4k::", op, ": the last dim must be a multiple of 16, got ",
+              std::to_string(x.size(-1)));
+  std::vector<int64_t> vshape(x.sizes().begin(), x.sizes().end());
+  vshape.back() /= 2;
+  at::Tensor out = at::empty(vshape, x.options().dtype(at::kByte));
+  at::Tensor scales = at::empty(nvfp4_scale_shape(x, swizzled), x.options().dtype(at::kFloat8_e4m3fn));
+  at::Tensor gs = at::empty({}, x.options().dtype(at::kFloat));
+  quantize_nvfp4_out(x, scale_layout, global_scale, out, scales, gs);
+  return {out, scales, gs};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(ac4k, m) {
-  m.def("quantize_int8(Tensor x, str granularity=\"per_token\", int block_size=0, str layout=\"BNHD\")"
-        " -> (Tensor, Tensor)");
-  m.def("quantize_int8_out(Tensor x, str granularity, int block_size, str layout, Tensor(a!) out,"
-        " Tensor(b!) scales) -> ()");
+  for (const char* name : {"quantize_int8", "quantize_fp8"}) {
+    const std::string n(name);
+    m.def((n + "(Tensor x, str granularity=\"per_token\", int block_size=0, str layout=\"BNHD\") -> (Tensor, Tensor)").c_str());
+    m.def((n + "_out(Tensor x, str granularity, int block_size, str layout, Tensor(a!) out, Tensor(b!) scales) -> ()").c_str());
+  }
+  m.def("quantize_nvfp4(Tensor x, str scale_layout=\"plain\", Tensor? global_scale=None) -> (Tensor, Tensor, Tensor)");
+  m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
+        " Tensor(c!) global_scale_out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_int8", &quantize_int8);
   m.impl("quantize_int8_out", &quantize_int8_out);
+  m.impl("quantize_fp8", &quantize_fp8);
+  m.impl("quantize_fp8_out", &quantize_fp8_out);
+  m.impl("quantize_nvfp4", &quantize_nvfp4);
+  m.impl("quantize_nvfp4_out", &quantize_nvfp4_out);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -181,6 +328,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("__arch__") = AC4K_ARCH_NAME;
   m.attr("__backend__") = "cuda";
   // Direct bindings (no dispatcher); the Python API goes through torch.ops.ac4k for torch.compile.
-  m.def("quantize_int8", &quantize_int8, pybind11::arg("x"), pybind11::arg("granularity") = "per_token",
-        pybind11::arg("block_size") = 0, pybind11::arg("layout") = "BNHD");
+  for (auto f : {std::make_pair("quantize_int8", &quantize_int8), std::make_pair("quantize_fp8", &quantize_fp8)}) {
+    m.def(f.first, f.second, pybind11::arg("x"), pybind11::arg("granularity") = "per_token",
+          pybind11::arg("block_size") = 0, pybind11::arg("layout") = "BNHD");
+  }
+  m.def("quantize_nvfp4", &quantize_nvfp4, pybind11::arg("x"), pybind11::arg("scale_layout") = "plain",
+        pybind11::arg("global_scale") = pybind11::none());
 }

@@ -12,5 +12,9 @@ namespace ac4k {
 
 // Symmetric INT8 (scale = amax/127, round half to even); see ac4k_kernel.reference.quantize_int8.
 cudaError_t quantize_int8(const QuantizeParams& params, cudaStream_t stream);
+// FP8 E4M3 (scale = amax/448, round to nearest even, saturating); reference.quantize_fp8.
+cudaError_t quantize_fp8(const QuantizeParams& params, cudaStream_t stream);
+// NVFP4 (E2M1 in 16-blocks, E4M3 block scales, FP32 global scale); reference.quantize_nvfp4.
+cudaError_t quantize_nvfp4(const QuantizeNvfp4Params& params, cudaStream_t stream);
 
 }  // namespace ac4k

@@ -31,16 +31,29 @@ def _row(name, shape, ours_ms, alt_name, alt_ms, metric, accuracy):
             metric, accuracy]
 
 
-def _quantize_int8_rows(bw: float):
+def _quantize_rows(bw: float, ops: set):
     x = torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16)
-    ours = time_cuda(lambda: ac4k_kernel.quantize(x, precision="int8"))
-    eager = time_cuda(lambda: ref.quantize_int8(x))
-    got, want = ac4k_kernel.quantize(x, precision="int8"), ref.quantize_int8(x)
-    mism = int((got.values != want.values).sum()) + int((got.scales != want.scales).sum())
-    nbytes = x.numel() * 3 + x.numel() // D * 4
-    gbs = nbytes / ours / 1e6
-    return [_row("quantize int8 per-token", "1x32760x40x128 bf16", ours, "eager torch", eager,
-                 f"{gbs:.0f} GB/s = {100 * gbs / bw:.0f}% of copy", "bit-exact" if mism == 0 else f"{mism} mismatches")]
+    cases = [("int8", "quantize_int8", {}, ref.quantize_int8, 1.0, "per token"),
+             ("fp8e4m3", "quantize_fp8", {}, ref.quantize_fp8, 1.0, "per token"),
+             ("int8", "quantize_int8", {"granularity": "per_block", "block_size": 64},
+              lambda t: ref.quantize_int8(t, "per_block", 64), 1.0, "per 64-token block (Q/K)"),
+             ("fp8e4m3", "quantize_fp8", {"granularity": "per_channel"},
+              lambda t: ref.quantize_fp8(t, "per_channel"), 1.0, "per channel (V)"),
+             ("nvfp4", "quantize_nvfp4", {}, ref.quantize_nvfp4, 0.5625, "16-blocks")]
+    rows = []
+    for precision, op, kw, ref_fn, out_b, what in cases:
+        if op not in ops:
+            continue
+        ours = time_cuda(lambda: ac4k_kernel.quantize(x, precision=precision, **kw))
+        eager = time_cuda(lambda: ref_fn(x))
+        got, want = ac4k_kernel.quantize(x, precision=precision, **kw), ref_fn(x)
+        mism = sum(int((a.reshape(-1).view(torch.uint8) != b.reshape(-1).view(torch.uint8)).sum())
+                   for a, b in ((got.values, want.values), (got.scales, want.scales)))
+        gbs = x.numel() * (2 + out_b) / ours / 1e6
+        rows.append(_row(f"quantize {precision} {what}", "1x32760x40x128 bf16", ours, "eager torch", eager,
+                         f"{gbs:.0f} GB/s = {100 * gbs / bw:.0f}% of copy",
+                         "bit-exact" if mism == 0 else f"{mism} bytes differ"))
+    return rows
 
 
 def main() -> int:
@@ -56,8 +69,7 @@ def main() -> int:
     print(f"measured device-to-device copy bandwidth: {bw:.0f} GB/s (read + write)")
     rows = []
     ops = set(info["ops"])
-    if "quantize_int8" in ops:
-        rows += _quantize_int8_rows(bw)
+    rows += _quantize_rows(bw, ops)
     head = ["op", "shape", "ours (us)", "alternative", "alt (us)", "speed-up", "throughput", "accuracy"]
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:

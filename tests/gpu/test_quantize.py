@@ -29,18 +29,28 @@ def _poisoned(shape, dtype):
     return t
 
 
-def _check_int8(x: torch.Tensor, use_out: bool = False):
-    want = ref.quantize_int8(x.cpu(), "per_token")
+QDTYPE = {"int8": torch.int8, "fp8e4m3": torch.float8_e4m3fn}
+
+
+def _check_8bit(x: torch.Tensor, precision: str = "int8", use_out: bool = False, granularity: str = "per_token",
+                block_size: int = 0, layout: str = "BNHD"):
+    """Kernel vs the CPU reference, bit for bit, into poisoned buffers."""
+    want = ref.quantize(x.cpu(), precision, granularity, block_size, layout=layout)
+    kw = dict(precision=precision, granularity=granularity, block_size=block_size or None, layout=layout)
     if use_out:
-        out = (_poisoned(x.shape, torch.int8), _poisoned(x.shape[:-1], torch.float32))
-        got = ac4k_kernel.quantize(x, precision="int8", out=out)
+        out = (_poisoned(x.shape, QDTYPE[precision]), _poisoned(want.scales.shape, torch.float32))
+        got = ac4k_kernel.quantize(x, out=out, **kw)
         assert got.values.data_ptr() == out[0].data_ptr() and got.scales.data_ptr() == out[1].data_ptr()
     else:
-        got = ac4k_kernel.quantize(x, precision="int8")
+        got = ac4k_kernel.quantize(x, **kw)
     torch.cuda.synchronize()
-    _assert_bits_equal(got.values, want.values, "values")
-    _assert_bits_equal(got.scales, want.scales, "scales")
+    _assert_bits_equal(got.values, want.values, f"{precision} {granularity} values")
+    _assert_bits_equal(got.scales, want.scales, f"{precision} {granularity} scales")
     return got
+
+
+def _check_int8(x: torch.Tensor, use_out: bool = False):
+    return _check_8bit(x, "int8", use_out)
 
 
 # Head dims and hidden sizes the models use, plus odd ones that take the other code paths.
@@ -49,13 +59,92 @@ SHAPES = [(1, 130, 3, 64), (2, 77, 40, 128), (3, 128), (33, 5120), (5, 13824), (
           (5, 7), (4, 100), (3, 1), (2, 3, 250), (1, 8000)]  # not a multiple of 8: scalar path
 
 
+def _rand(shape, dtype, seed):
+    """randn with a different magnitude per row, so scales vary."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return (torch.randn(shape, device="cuda", generator=g) * torch.rand(shape[:-1] + (1,), device="cuda", generator=g)
+            * 8).to(dtype)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_quantize_int8_per_token_bitexact(shape, dtype):
-    torch.manual_seed(hash(shape) % 1000)
-    x = (torch.randn(shape, device="cuda") * torch.rand(shape[:-1] + (1,), device="cuda") * 8).to(dtype)
-    _check_int8(x, use_out=False)
-    _check_int8(x, use_out=True)
+def test_quantize_8bit_per_token_bitexact(shape, dtype, precision):
+    x = _rand(shape, dtype, len(shape) * 1000 + shape[-1])
+    _check_8bit(x, precision, use_out=False)
+    _check_8bit(x, precision, use_out=True)
+
+
+# (shape, layout): attention tensors in both layouts, odd token counts, 2-D [T, C], 3 heads.
+TOKEN_CASES = [((2, 130, 3, 64), "BNHD"), ((2, 3, 130, 64), "BHND"), ((1, 77, 40, 128), "BNHD"),
+               ((1, 5, 1000, 128), "BHND"), ((2, 33, 2, 256), "BNHD"), ((300, 128), "BNHD"), ((1, 1, 1, 128), "BNHD"),
+               ((1, 50, 3, 32), "BHND")]
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
+@pytest.mark.parametrize("block_size", [16, 64, 128])
+@pytest.mark.parametrize("shape,layout", TOKEN_CASES)
+def test_quantize_8bit_per_block_bitexact(shape, layout, block_size, precision):
+    x = _rand(shape, torch.bfloat16, 7 + block_size)
+    _check_8bit(x, precision, granularity="per_block", block_size=block_size, layout=layout)
+    _check_8bit(x.half(), precision, granularity="per_block", block_size=block_size, layout=layout, use_out=True)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
+@pytest.mark.parametrize("shape,layout", TOKEN_CASES + [((1, 4097, 5, 64), "BNHD"), ((1000, 256), "BNHD")])
+def test_quantize_8bit_per_channel_bitexact(shape, layout, precision):
+    x = _rand(shape, torch.bfloat16, 11)
+    _check_8bit(x, precision, granularity="per_channel", layout=layout)
+    _check_8bit(x.half(), precision, granularity="per_channel", layout=layout, use_out=True)
+
+
+@pytest.mark.parametrize("granularity", ["per_block", "per_channel"])
+def test_quantize_8bit_token_granularities_strided(granularity):
+    qkv = _rand((2, 67, 3, 5, 128), torch.bfloat16, 5)
+    k = qkv[:, :, 1]  # a slice of a fused projection, BNHD with a token stride of 3*H*D
+    for precision in ("int8", "fp8e4m3"):
+        _check_8bit(k, precision, granularity=granularity, block_size=64, layout="BNHD")
+        _check_8bit(k.transpose(1, 2), precision, granularity=granularity, block_size=64, layout="BHND")
+
+
+def _check_nvfp4(x, scale_layout="plain", global_scale=None, use_out=False):
+    want = ref.quantize_nvfp4(x.cpu(), scale_layout, None if global_scale is None else global_scale.cpu())
+    if use_out:
+        out = (_poisoned(want.values.shape, torch.uint8),
+               torch.full(want.scales.shape, 0x55, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn),
+               _poisoned((), torch.float32))
+        got = ac4k_kernel.quantize(x, precision="nvfp4", scale_layout=scale_layout, global_scale=global_scale, out=out)
+    else:
+        got = ac4k_kernel.quantize(x, precision="nvfp4", scale_layout=scale_layout, global_scale=global_scale)
+    torch.cuda.synchronize()
+    _assert_bits_equal(got.values, want.values, "nvfp4 values")
+    _assert_bits_equal(got.scales, want.scales, "nvfp4 block scales")
+    _assert_bits_equal(got.global_scale.reshape(()), want.global_scale.reshape(()), "nvfp4 global scale")
+    rel = (ac4k_kernel.dequantize(got, torch.float32) - x.float()).norm() / x.float().norm()
+    assert rel < 0.15, rel
+    return got
+
+
+@pytest.mark.parametrize("scale_layout", ["plain", "swizzled"])
+@pytest.mark.parametrize("shape", [(300, 256), (2, 77, 5, 128), (1, 16), (129, 5120), (3, 1, 48), (130, 64)])
+def test_quantize_nvfp4_bitexact(shape, scale_layout):
+    x = _rand(shape, torch.bfloat16, shape[-1])
+    _check_nvfp4(x, scale_layout)
+    _check_nvfp4(x.half(), scale_layout, use_out=True)
+    gs = torch.tensor([x.float().abs().amax().item() / 2000.0], device="cuda")  # a calibrated scale, not amax/2688
+    _check_nvfp4(x, scale_layout, global_scale=gs)
+
+
+def test_quantize_nvfp4_special_values_and_strides():
+    x = _rand((8, 128), torch.bfloat16, 3)
+    x[1, 3] = float("nan")
+    x[2] = 0
+    x[3, :16] = 1e-6  # block scale underflows to 0 against the tensor's amax
+    _check_nvfp4(x)
+    qkv = _rand((2, 33, 3, 4, 64), torch.bfloat16, 9)
+    _check_nvfp4(qkv[:, :, 2])
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        ac4k_kernel.quantize(_rand((4, 40), torch.bfloat16, 1), precision="nvfp4")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -136,7 +225,11 @@ def test_quantize_int8_errors():
     five = torch.randn(6, 5, 4, 3, 2, 64, device="cuda", dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="leading dims"):
         ac4k_kernel.quantize(five.permute(1, 0, 3, 2, 4, 5), precision="int8")
-    with pytest.raises(RuntimeError, match="too long|not implemented"):
+    with pytest.raises(RuntimeError, match="per_block / per_channel need x"):
+        ac4k_kernel.quantize(x.reshape(2, 2, 64), precision="int8", granularity="per_block", block_size=64)
+    with pytest.raises(RuntimeError, match="not supported"):
+        ac4k_kernel.quantize(x.reshape(1, 4, 1, 64), precision="fp8e4m3", granularity="per_block", block_size=512)
+    with pytest.raises(RuntimeError, match="not supported"):
         ac4k_kernel.quantize(torch.randn(2, 40000, device="cuda", dtype=torch.bfloat16), precision="int8")
 
 

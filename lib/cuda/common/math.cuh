@@ -54,6 +54,28 @@ __device__ __forceinline__ int32_t quant_int8(float x, float inv) {
   return max(-127, min(127, q));
 }
 
+// E4M3, round to nearest even, saturating to ±448 (cvt.rn.satfinite.e4m3x2.f32); NaN -> NaN.
+__device__ __forceinline__ uint32_t e4m3x2(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);  // lo in the low byte
+}
+__device__ __forceinline__ uint8_t e4m3(float v) { return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
+__device__ __forceinline__ float e4m3_to_float(uint8_t b) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
+}
+
+// E2M1 code (round to nearest even, saturate to ±6, sign bit for v < 0, NaN -> 0): the
+// comparison chain of reference.e2m1_encode (sm_90 has no e2m1 conversion instruction).
+__device__ __forceinline__ uint32_t e2m1(float v) {
+  const float a = fabsf(v);
+  const uint32_t c = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) + (a > 5.0f);
+  return c | (v < 0.f ? 8u : 0u);
+}
+
+// Non-negative floats order like their bit patterns, so atomicMax on the bits is a float max.
+__device__ __forceinline__ void atomic_max_nonneg(float* addr, float v) {
+  atomicMax(reinterpret_cast<unsigned int*>(addr), __float_as_uint(v));
+}
+
 __device__ __forceinline__ uint32_t pack_s8x4(int32_t a, int32_t b, int32_t c, int32_t d) {
   return (uint32_t(a) & 0xffu) | ((uint32_t(b) & 0xffu) << 8) | ((uint32_t(c) & 0xffu) << 16) |
          (uint32_t(d) << 24);

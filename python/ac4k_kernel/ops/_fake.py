@@ -1,4 +1,5 @@
-"""Fake (meta) implementations of the ac4k custom ops, so torch.compile traces them without running."""
+"""Fake (meta) implementations of the ac4k custom ops, so torch.compile traces them without running.
+Shapes mirror lib/cuda_bindings.cc."""
 from __future__ import annotations
 
 import torch
@@ -6,23 +7,57 @@ import torch
 from .._backend import available_ops
 
 
-def _per_token_only(granularity: str) -> None:
-    # Mirrors the kernel's check, so tracing fails as running would.
-    if granularity != "per_token":
-        raise NotImplementedError(f"ac4k::quantize_int8: granularity {granularity!r} is not in this build (per_token only)")
+def scale_shape_8bit(x, granularity: str, block_size: int, layout: str) -> tuple:
+    if granularity == "per_token":
+        return tuple(x.shape[:-1])
+    if x.dim() == 2:
+        S, D, lead = x.shape[0], x.shape[1], ()
+    elif x.dim() == 4:
+        B, S, H, D = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]) if layout == "BNHD" else \
+            (x.shape[0], x.shape[2], x.shape[1], x.shape[3])
+        lead = (B, H)
+    else:
+        raise ValueError(f"per_block / per_channel need x of shape [B,S,H,D], [B,H,S,D] or [T,C], got {tuple(x.shape)}")
+    if granularity == "per_block":
+        return lead + ((S + block_size - 1) // block_size,)
+    return lead + (D,)
+
+
+def nvfp4_scale_shape(x, scale_layout: str) -> tuple:
+    k16 = x.shape[-1] // 16
+    if scale_layout != "swizzled":
+        return tuple(x.shape[:-1]) + (k16,)
+    rows = 1
+    for d in x.shape[:-1]:
+        rows *= d
+    return ((rows + 127) // 128 * 128, (k16 + 3) // 4 * 4)
 
 
 def _register() -> None:
     ops = available_ops()
-    if "quantize_int8" in ops:
-        @torch.library.register_fake("ac4k::quantize_int8")
-        def _quantize_int8(x, granularity="per_token", block_size=0, layout="BNHD"):
-            _per_token_only(granularity)
-            return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
+    for name, qdtype in (("quantize_int8", torch.int8), ("quantize_fp8", torch.float8_e4m3fn)):
+        if name not in ops:
+            continue
 
-        @torch.library.register_fake("ac4k::quantize_int8_out")
-        def _quantize_int8_out(x, granularity, block_size, layout, out, scales):
-            _per_token_only(granularity)
+        def fake(x, granularity="per_token", block_size=0, layout="BNHD", _q=qdtype):
+            return (x.new_empty(x.shape, dtype=_q),
+                    x.new_empty(scale_shape_8bit(x, granularity, block_size, layout), dtype=torch.float32))
+
+        def fake_out(x, granularity, block_size, layout, out, scales):
+            return None
+
+        torch.library.register_fake(f"ac4k::{name}")(fake)
+        torch.library.register_fake(f"ac4k::{name}_out")(fake_out)
+
+    if "quantize_nvfp4" in ops:
+        @torch.library.register_fake("ac4k::quantize_nvfp4")
+        def _nvfp4(x, scale_layout="plain", global_scale=None):
+            return (x.new_empty(tuple(x.shape[:-1]) + (x.shape[-1] // 2,), dtype=torch.uint8),
+                    x.new_empty(nvfp4_scale_shape(x, scale_layout), dtype=torch.float8_e4m3fn),
+                    x.new_empty((), dtype=torch.float32))
+
+        @torch.library.register_fake("ac4k::quantize_nvfp4_out")
+        def _nvfp4_out(x, scale_layout, global_scale, out, scales, global_scale_out):
             return None
 
 

@@ -1,0 +1,329 @@
+// The 8-bit quantizer family for sm90a (INT8 and FP8 E4M3 share it; quantize_int8.cu and
+// quantize_fp8.cu instantiate it with their format). Bit-exact with ac4k_kernel.reference.
+//
+// All granularities are memory-bound. Each thread owns chunks of 8 contiguous elements (one
+// 16-byte streaming load), keeps them in registers, the group's absmax is reduced by shuffles
+// (and shared memory across warps), then values are scaled and packed into 8-byte stores.
+//   per_token:   RT threads share one row (a row sits in registers, x is read once);
+//   per_block:   one CTA per (b, h, block of tokens);
+//   per_channel: absmax over all tokens needs x twice: a column-max pass with atomics, then a
+//                quantize pass, then scales = amax / qmax in place.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "ac4k_kernel/ops.h"
+#include "common/math.cuh"
+#include "common/utils.cuh"
+
+namespace ac4k {
+namespace sm90a {
+
+// pack8: 8 values, each times its inverse scale, to 8 bytes (first value in the low byte).
+struct Int8Format {
+  static constexpr float kMax = 127.f;
+  __device__ __forceinline__ static uint2 pack8(const float (&v)[8], const float (&inv)[8]) {
+    int32_t q[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[i] = quant_int8(v[i], inv[i]);
+    return make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7]));
+  }
+  __device__ __forceinline__ static uint8_t pack1(float v, float inv) { return uint8_t(quant_int8(v, inv)); }
+};
+
+struct Fp8Format {
+  static constexpr float kMax = 448.f;
+  __device__ __forceinline__ static uint2 pack8(const float (&v)[8], const float (&inv)[8]) {
+    float s[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s[i] = __fmul_rn(v[i], inv[i]);
+    return make_uint2(e4m3x2(s[0], s[1]) | (e4m3x2(s[2], s[3]) << 16), e4m3x2(s[4], s[5]) | (e4m3x2(s[6], s[7]) << 16));
+  }
+  __device__ __forceinline__ static uint8_t pack1(float v, float inv) { return e4m3(__fmul_rn(v, inv)); }
+};
+
+template <typename Fmt>
+__device__ __forceinline__ uint2 pack8_uniform(const float (&v)[8], float inv) {
+  const float invs[8] = {inv, inv, inv, inv, inv, inv, inv, inv};
+  return Fmt::pack8(v, invs);
+}
+
+template <int RT>
+__host__ __device__ constexpr int block_threads() { return RT > 256 ? RT : 256; }
+
+// Max over the whole CTA (all threads must call it).
+template <int kBlock>
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float warp_max[kBlock / 32];
+  v = group_max<32>(v);
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kBlock / 32; ++w) v = fmaxf(v, warp_max[w]);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, bool in, float (&v)[8]) {
+  if (in) {
+    unpack8<T>(ldg_stream(p), v);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = 0.f;
+  }
+}
+
+// ---------------------------------------------------------------------------------- per token
+// VEC: chunks of 8 elements (16-byte loads); else 1 element per chunk (any cols, any alignment).
+template <typename T, typename Fmt, int RT, int NV, bool VEC>
+__global__ void __launch_bounds__(block_threads<RT>()) quantize_per_token_kernel(const QuantizeParams p) {
+  constexpr int kBlock = block_threads<RT>();
+  constexpr int W = VEC ? 8 : 1;
+  const int t = threadIdx.x % RT;
+  const int64_t cols = p.cols;
+  const int64_t row = int64_t(blockIdx.x) * (kBlock / RT) + threadIdx.x / RT;
+  const bool active = row < p.rows;
+
+  float v[NV][8];
+  float amax = 0.f;
+  const T* xr = static_cast<const T*>(p.x) + (active ? row_offset(p.x_rows, row) : 0);
+#pragma unroll
+  for (int c = 0; c < NV; ++c) {
+    const int64_t e = (int64_t(c) * RT + t) * W;
+    const bool in = active && e < cols;
+    if constexpr (VEC) {
+      load8<T>(xr + e, in, v[c]);
+    } else {
+      v[c][0] = in ? InputTraits<T>::to_float(xr[e]) : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < W; ++i) amax = absmax_acc(amax, v[c][i]);
+  }
+  if constexpr (RT <= 32) {
+    amax = group_max<RT>(amax);
+  } else {
+    amax = block_max<kBlock>(amax);  // one row per CTA
+  }
+  if (!active) return;
+
+  const float inv = recip_scale(Fmt::kMax, amax);
+  uint8_t* qr = static_cast<uint8_t*>(p.q) + row * cols;
+#pragma unroll
+  for (int c = 0; c < NV; ++c) {
+    const int64_t e = (int64_t(c) * RT + t) * W;
+    if (e >= cols) continue;
+    if constexpr (VEC) {
+      __stcs(reinterpret_cast<uint2*>(qr + e), pack8_uniform<Fmt>(v[c], inv));
+    } else {
+      qr[e] = Fmt::pack1(v[c][0], inv);
+    }
+  }
+  if (t == 0) p.scales[row] = __fdiv_rn(amax, Fmt::kMax);
+}
+
+template <typename T, typename Fmt, int RT, int NV, bool VEC>
+cudaError_t launch_per_token(const QuantizeParams& p, cudaStream_t stream) {
+  constexpr int kBlock = block_threads<RT>();
+  const int64_t blocks = ceil_div(p.rows, kBlock / RT);
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  quantize_per_token_kernel<T, Fmt, RT, NV, VEC><<<dim3(unsigned(blocks)), kBlock, 0, stream>>>(p);
+  return last_launch_error();
+}
+
+// Threads-per-row and chunks-per-thread such that a row sits in registers without spills
+// (1024 threads x 8 chunks would pass the 64-register cap, so vector rows stop at 32768).
+// One row per thread group: 2, 4 or 8 rows per thread measured slower (docs/perf-notes.md v1).
+template <typename T, typename Fmt>
+cudaError_t dispatch_per_token(const QuantizeParams& p, cudaStream_t stream) {
+  bool vec = p.cols % 8 == 0 && is_aligned(p.x, 16) && is_aligned(p.q, 8);
+  for (int d = 0; d < p.x_rows.ndim; ++d) vec = vec && (p.x_rows.stride[d] % 8 == 0);
+  if (vec) {
+    const int64_t n = p.cols / 8;  // 16-byte chunks per row
+    if (n <= 4) return launch_per_token<T, Fmt, 4, 1, true>(p, stream);
+    if (n <= 8) return launch_per_token<T, Fmt, 8, 1, true>(p, stream);
+    if (n <= 16) return launch_per_token<T, Fmt, 16, 1, true>(p, stream);
+    if (n <= 32) return launch_per_token<T, Fmt, 32, 1, true>(p, stream);
+    if (n <= 64) return launch_per_token<T, Fmt, 32, 2, true>(p, stream);
+    if (n <= 128) return launch_per_token<T, Fmt, 32, 4, true>(p, stream);
+    if (n <= 512) return launch_per_token<T, Fmt, 256, 2, true>(p, stream);
+    if (n <= 1024) return launch_per_token<T, Fmt, 256, 4, true>(p, stream);
+    if (n <= 2048) return launch_per_token<T, Fmt, 256, 8, true>(p, stream);
+    if (n <= 4096) return launch_per_token<T, Fmt, 1024, 4, true>(p, stream);
+    return cudaErrorNotSupported;
+  }
+  const int64_t n = p.cols;
+  if (n <= 32) return launch_per_token<T, Fmt, 32, 1, false>(p, stream);
+  if (n <= 128) return launch_per_token<T, Fmt, 32, 4, false>(p, stream);
+  if (n <= 1024) return launch_per_token<T, Fmt, 256, 4, false>(p, stream);
+  if (n <= 2048) return launch_per_token<T, Fmt, 256, 8, false>(p, stream);
+  if (n <= 8192) return launch_per_token<T, Fmt, 1024, 8, false>(p, stream);
+  return cudaErrorNotSupported;
+}
+
+// ---------------------------------------------------------------------------------- per block
+// One CTA of 256 threads per (b, h, token block): RT threads cover a token's D (8 elements each),
+// 256 / RT tokens per pass, NP passes cover the block.
+template <typename T, typename Fmt, int RT, int NP>
+__global__ void __launch_bounds__(256) quantize_per_block_kernel(const QuantizeParams p) {
+  constexpr int kRows = 256 / RT;
+  const TokenView& xv = p.xv;
+  const int64_t nblk = ceil_div(xv.S, p.block_size);
+  const int64_t g = blockIdx.x;
+  const int64_t blk = g % nblk, h = (g / nblk) % xv.H, b = g / (nblk * xv.H);
+  const int64_t s_end = min(xv.S, (blk + 1) * p.block_size);
+  const int c = threadIdx.x % RT;
+  const bool col_in = c * 8 < xv.D;
+  const T* xb = static_cast<const T*>(p.x) + b * xv.stride_b + h * xv.stride_h + c * 8;
+
+  float v[NP][8];
+  float amax = 0.f;
+#pragma unroll
+  for (int i = 0; i < NP; ++i) {
+    const int64_t s = blk * p.block_size + threadIdx.x / RT + i * kRows;
+    load8<T>(xb + s * xv.stride_s, col_in && s < s_end, v[i]);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[i][k]);
+  }
+  amax = block_max<256>(amax);
+  const float inv = recip_scale(Fmt::kMax, amax);
+  uint8_t* qb = static_cast<uint8_t*>(p.q) + b * p.qv.stride_b + h * p.qv.stride_h + c * 8;
+#pragma unroll
+  for (int i = 0; i < NP; ++i) {
+    const int64_t s = blk * p.block_size + threadIdx.x / RT + i * kRows;
+    if (col_in && s < s_end) __stcs(reinterpret_cast<uint2*>(qb + s * p.qv.stride_s), pack8_uniform<Fmt>(v[i], inv));
+  }
+  if (threadIdx.x == 0) p.scales[g] = __fdiv_rn(amax, Fmt::kMax);
+}
+
+template <typename T, typename Fmt, int RT>
+cudaError_t launch_per_block(const QuantizeParams& p, cudaStream_t stream) {
+  constexpr int kRows = 256 / RT;
+  const int64_t np = ceil_div(p.block_size, kRows);
+  const int64_t grid = p.xv.B * p.xv.H * ceil_div(p.xv.S, p.block_size);
+  if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+#define AC4K_PER_BLOCK(NP) \
+  if (np <= NP) { quantize_per_block_kernel<T, Fmt, RT, NP><<<unsigned(grid), 256, 0, stream>>>(p); return last_launch_error(); }
+  AC4K_PER_BLOCK(1) AC4K_PER_BLOCK(2) AC4K_PER_BLOCK(4) AC4K_PER_BLOCK(8) AC4K_PER_BLOCK(16)
+#undef AC4K_PER_BLOCK
+  return cudaErrorNotSupported;
+}
+
+// ---------------------------------------------------------------------------------- per channel
+// Pass 1: column absmax of a token range of one (b, h), merged into scales[b, h, :] by atomics.
+template <typename T, int RT>
+__global__ void __launch_bounds__(256) channel_amax_kernel(const QuantizeParams p, int64_t tokens_per_cta) {
+  constexpr int kRows = 256 / RT;
+  const TokenView& xv = p.xv;
+  const int64_t bh = blockIdx.y, b = bh / xv.H, h = bh % xv.H;
+  const int c = threadIdx.x % RT;
+  const bool col_in = c * 8 < xv.D;
+  const int64_t s0 = blockIdx.x * tokens_per_cta, s1 = min(xv.S, s0 + tokens_per_cta);
+  const T* xb = static_cast<const T*>(p.x) + b * xv.stride_b + h * xv.stride_h + c * 8;
+  float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll 4
+  for (int64_t s = s0 + threadIdx.x / RT; s < s1; s += kRows) {
+    float v[8];
+    load8<T>(xb + s * xv.stride_s, col_in, v);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) m[k] = absmax_acc(m[k], v[k]);
+  }
+  __shared__ float red[kRows][RT * 8 + 1];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) red[threadIdx.x / RT][c * 8 + k] = m[k];
+  __syncthreads();
+  for (int d = threadIdx.x; d < xv.D; d += 256) {
+    float a = 0.f;
+    for (int r = 0; r < kRows; ++r) a = fmaxf(a, red[r][d]);
+    atomic_max_nonneg(p.scales + bh * xv.D + d, a);
+  }
+}
+
+// Pass 2: every element with its channel's inverse scale (from the amax left in scales).
+template <typename T, typename Fmt, int RT>
+__global__ void __launch_bounds__(256) channel_quantize_kernel(const QuantizeParams p, int64_t tokens_per_cta) {
+  constexpr int kRows = 256 / RT;
+  const TokenView& xv = p.xv;
+  const int64_t bh = blockIdx.y, b = bh / xv.H, h = bh % xv.H;
+  const int c = threadIdx.x % RT;
+  if (c * 8 >= xv.D) return;
+  float inv[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) inv[k] = recip_scale(Fmt::kMax, p.scales[bh * xv.D + c * 8 + k]);
+  const int64_t s0 = blockIdx.x * tokens_per_cta, s1 = min(xv.S, s0 + tokens_per_cta);
+  const T* xb = static_cast<const T*>(p.x) + b * xv.stride_b + h * xv.stride_h + c * 8;
+  uint8_t* qb = static_cast<uint8_t*>(p.q) + b * p.qv.stride_b + h * p.qv.stride_h + c * 8;
+#pragma unroll 4
+  for (int64_t s = s0 + threadIdx.x / RT; s < s1; s += kRows) {
+    float v[8];
+    load8<T>(xb + s * xv.stride_s, true, v);
+    const uint2 w = Fmt::pack8(v, inv);
+    __stcs(reinterpret_cast<uint2*>(qb + s * p.qv.stride_s), w);
+  }
+}
+
+template <typename Fmt>
+__global__ void amax_to_scale_kernel(float* scales, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) scales[i] = __fdiv_rn(scales[i], Fmt::kMax);
+}
+
+template <typename T, typename Fmt, int RT>
+cudaError_t launch_per_channel(const QuantizeParams& p, cudaStream_t stream) {
+  const TokenView& xv = p.xv;
+  const int64_t n = xv.B * xv.H * xv.D;
+  cudaError_t err = cudaMemsetAsync(p.scales, 0, n * sizeof(float), stream);
+  if (err != cudaSuccess) return err;
+  if (xv.S == 0) return cudaSuccess;
+  // ~4 CTAs per SM in all, each over a contiguous token range of one (b, h).
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(528, xv.B * xv.H), ceil_div(xv.S, 256 / RT)));
+  const int64_t tpc = ceil_div(xv.S, splits);
+  const dim3 grid(unsigned(ceil_div(xv.S, tpc)), unsigned(xv.B * xv.H));
+  channel_amax_kernel<T, RT><<<grid, 256, 0, stream>>>(p, tpc);
+  channel_quantize_kernel<T, Fmt, RT><<<grid, 256, 0, stream>>>(p, tpc);
+  amax_to_scale_kernel<Fmt><<<unsigned(ceil_div(n, 256)), 256, 0, stream>>>(p.scales, n);
+  return last_launch_error();
+}
+
+// ---------------------------------------------------------------------------------- entry
+template <typename T, typename Fmt>
+cudaError_t dispatch_tokens(const QuantizeParams& p, cudaStream_t stream) {
+  const TokenView& xv = p.xv;
+  // 16-byte chunks of a token's D: D % 8 == 0 and aligned rows (every model head dim is).
+  bool vec = xv.D % 8 == 0 && is_aligned(p.x, 16) && is_aligned(p.q, 8) && xv.stride_b % 8 == 0 &&
+             xv.stride_s % 8 == 0 && xv.stride_h % 8 == 0;
+  if (!vec || xv.D > 256 || xv.D == 0) return cudaErrorNotSupported;
+  const int rt = xv.D <= 32 ? 4 : xv.D <= 64 ? 8 : xv.D <= 128 ? 16 : 32;
+  if (p.granularity == Granularity::PerBlock) {
+    if (p.block_size <= 0 || p.block_size > 16 * (256 / rt)) return cudaErrorNotSupported;
+    switch (rt) {
+      case 4: return launch_per_block<T, Fmt, 4>(p, stream);
+      case 8: return launch_per_block<T, Fmt, 8>(p, stream);
+      case 16: return launch_per_block<T, Fmt, 16>(p, stream);
+      default: return launch_per_block<T, Fmt, 32>(p, stream);
+    }
+  }
+  switch (rt) {
+    case 4: return launch_per_channel<T, Fmt, 4>(p, stream);
+    case 8: return launch_per_channel<T, Fmt, 8>(p, stream);
+    case 16: return launch_per_channel<T, Fmt, 16>(p, stream);
+    default: return launch_per_channel<T, Fmt, 32>(p, stream);
+  }
+}
+
+template <typename Fmt>
+cudaError_t quantize_8bit(const QuantizeParams& p, cudaStream_t stream) {
+  const bool bf16 = p.x_dtype == ScalarType::BFloat16;
+  if (!bf16 && p.x_dtype != ScalarType::Float16) return cudaErrorNotSupported;
+  if (p.granularity == Granularity::PerToken) {
+    if (p.rows == 0) return cudaSuccess;
+    return bf16 ? dispatch_per_token<__nv_bfloat16, Fmt>(p, stream) : dispatch_per_token<__half, Fmt>(p, stream);
+  }
+  if (p.xv.B * p.xv.H == 0) return cudaSuccess;
+  if (p.granularity == Granularity::PerBlock && p.xv.S == 0) return cudaSuccess;
+  return bf16 ? dispatch_tokens<__nv_bfloat16, Fmt>(p, stream) : dispatch_tokens<__half, Fmt>(p, stream);
+}
+
+}  // namespace sm90a
+}  // namespace ac4k
