@@ -189,7 +189,7 @@ void quantize_8bit_out(const char* op, Launcher8 launch, at::ScalarType qdtype, 
   const cudaError_t err = launch(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op, ": not supported for these arguments on " AC4K_ARCH_NAME
               " (per_token rows up to 32768 elements, 8192 if the row is not a multiple of 8; per_block / "
-              "per_channel need D % 8 == 0, D <= 256, 16-byte aligned rows, block_size <= 128 (D <= 128))");
+              "per_channel need D % 8 == 0, D <= 256, 16-byte aligned rows; per_block: block_size <= 4096 / ceil_pow2(D / 8))");
   check_cuda_call(err, op);
 }
 

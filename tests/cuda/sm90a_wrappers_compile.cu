@@ -98,18 +98,20 @@ toy_attention_kernel(const __grid_constant__ CUtensorMap q_map,
 
       // P in the e4m3 A layout (V^T token-permuted, HOPPER-ATTENTION.md section 4).
       uint32_t p[4][4];
+      const auto x = [&](int i) { return float(s[i]) * scale; };
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int b = 16 * i;
-        p[i][0] = pack_e4m3x4(s[b] * scale, s[b + 1] * scale, s[b + 4] * scale, s[b + 5] * scale);
-        p[i][1] = pack_e4m3x4(s[b + 2] * scale, s[b + 3] * scale, s[b + 6] * scale, s[b + 7] * scale);
-        p[i][2] = pack_e4m3x4(s[b + 8] * scale, s[b + 9] * scale, s[b + 12] * scale, s[b + 13] * scale);
-        p[i][3] = pack_e4m3x4(s[b + 10] * scale, s[b + 11] * scale, s[b + 14] * scale, s[b + 15] * scale);
+        p[i][0] = pack_e4m3x4(x(b), x(b + 1), x(b + 4), x(b + 5));
+        p[i][1] = pack_e4m3x4(x(b + 2), x(b + 3), x(b + 6), x(b + 7));
+        p[i][2] = pack_e4m3x4(x(b + 8), x(b + 9), x(b + 12), x(b + 13));
+        p[i][3] = pack_e4m3x4(x(b + 10), x(b + 11), x(b + 14), x(b + 15));
       }
       wgmma_fence_operand(o_tmp);
       wgmma_fence();
 #pragma unroll
-      for (int k = 0; k < 4; ++k) wgmma_e4m3_rs(o_tmp, p[k], smem_desc_advance(v_desc, 32 * k), k > 0);
+      for (int k = 0; k < 4; ++k)
+        wgmma_e4m3_rs(o_tmp, p[k], smem_desc_advance(v_desc, 32 * k), k > 0);
       wgmma_commit();
       wgmma_wait<0>();
       wgmma_fence_operand(o_tmp);
@@ -130,7 +132,9 @@ toy_attention_kernel(const __grid_constant__ CUtensorMap q_map,
 }
 
 // The other wgmma shapes, one small single-warpgroup kernel per family so that each
-// assembles on its own register budget.
+// assembles on its own register budget (all in one kernel, the compiler keeps several
+// accumulator sets live at once and spills).
+
 // Waits for every committed group (an extra empty commit_group would cost a dummy HGMMA).
 template <typename T, int K>
 __device__ __forceinline__ float drain(T (&d)[K]) {

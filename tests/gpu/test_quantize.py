@@ -120,7 +120,8 @@ def _check_nvfp4(x, scale_layout="plain", global_scale=None, use_out=False):
     _assert_bits_equal(got.values, want.values, "nvfp4 values")
     _assert_bits_equal(got.scales, want.scales, "nvfp4 block scales")
     _assert_bits_equal(got.global_scale.reshape(()), want.global_scale.reshape(()), "nvfp4 global scale")
-    rel = (ac4k_kernel.dequantize(got, torch.float32) - x.float()).norm() / x.float().norm()
+    ok = ~torch.isnan(x.float())
+    rel = (ac4k_kernel.dequantize(got, torch.float32) - x.float())[ok].norm() / x.float()[ok].norm()
     assert rel < 0.15, rel
     return got
 
@@ -228,7 +229,7 @@ def test_quantize_int8_errors():
     with pytest.raises(RuntimeError, match="per_block / per_channel need x"):
         ac4k_kernel.quantize(x.reshape(2, 2, 64), precision="int8", granularity="per_block", block_size=64)
     with pytest.raises(RuntimeError, match="not supported"):
-        ac4k_kernel.quantize(x.reshape(1, 4, 1, 64), precision="fp8e4m3", granularity="per_block", block_size=512)
+        ac4k_kernel.quantize(x.reshape(1, 4, 1, 64), precision="fp8e4m3", granularity="per_block", block_size=1024)
     with pytest.raises(RuntimeError, match="not supported"):
         ac4k_kernel.quantize(torch.randn(2, 40000, device="cuda", dtype=torch.bfloat16), precision="int8")
 

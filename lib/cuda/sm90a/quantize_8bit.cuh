@@ -163,11 +163,12 @@ cudaError_t dispatch_per_token(const QuantizeParams& p, cudaStream_t stream) {
 }
 
 // ---------------------------------------------------------------------------------- per block
-// One CTA of 256 threads per (b, h, token block): RT threads cover a token's D (8 elements each),
-// 256 / RT tokens per pass, NP passes cover the block.
-template <typename T, typename Fmt, int RT, int NP>
-__global__ void __launch_bounds__(256) quantize_per_block_kernel(const QuantizeParams p) {
-  constexpr int kRows = 256 / RT;
+// One CTA of kThreads per (b, h, token block): RT threads cover a token's D (8 elements each),
+// kThreads / RT tokens per pass, NP <= 4 passes cover the block (at 8 passes per thread a 128-token
+// block ran at 80% of copy against 91% at 4: docs/perf-notes.md).
+template <typename T, typename Fmt, int RT, int NP, int kThreads>
+__global__ void __launch_bounds__(kThreads) quantize_per_block_kernel(const QuantizeParams p) {
+  constexpr int kRows = kThreads / RT;
   const TokenView& xv = p.xv;
   const int64_t nblk = ceil_div(xv.S, p.block_size);
   const int64_t g = blockIdx.x;
@@ -186,7 +187,7 @@ __global__ void __launch_bounds__(256) quantize_per_block_kernel(const QuantizeP
 #pragma unroll
     for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[i][k]);
   }
-  amax = block_max<256>(amax);
+  amax = block_max<kThreads>(amax);
   const float inv = recip_scale(Fmt::kMax, amax);
   uint8_t* qb = static_cast<uint8_t*>(p.q) + b * p.qv.stride_b + h * p.qv.stride_h + c * 8;
 #pragma unroll
@@ -199,13 +200,16 @@ __global__ void __launch_bounds__(256) quantize_per_block_kernel(const QuantizeP
 
 template <typename T, typename Fmt, int RT>
 cudaError_t launch_per_block(const QuantizeParams& p, cudaStream_t stream) {
-  constexpr int kRows = 256 / RT;
-  const int64_t np = ceil_div(p.block_size, kRows);
   const int64_t grid = p.xv.B * p.xv.H * ceil_div(p.xv.S, p.block_size);
   if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-#define AC4K_PER_BLOCK(NP) \
-  if (np <= NP) { quantize_per_block_kernel<T, Fmt, RT, NP><<<unsigned(grid), 256, 0, stream>>>(p); return last_launch_error(); }
-  AC4K_PER_BLOCK(1) AC4K_PER_BLOCK(2) AC4K_PER_BLOCK(4) AC4K_PER_BLOCK(8) AC4K_PER_BLOCK(16)
+  const int64_t rows = p.block_size;  // tokens per CTA
+#define AC4K_PER_BLOCK(NP, THREADS)                                                             \
+  if (rows <= NP * (THREADS / RT)) {                                                            \
+    quantize_per_block_kernel<T, Fmt, RT, NP, THREADS><<<unsigned(grid), THREADS, 0, stream>>>(p); \
+    return last_launch_error();                                                                 \
+  }
+  AC4K_PER_BLOCK(1, 256) AC4K_PER_BLOCK(2, 256) AC4K_PER_BLOCK(4, 256) AC4K_PER_BLOCK(4, 512)
+  AC4K_PER_BLOCK(4, 1024)
 #undef AC4K_PER_BLOCK
   return cudaErrorNotSupported;
 }
@@ -296,7 +300,7 @@ cudaError_t dispatch_tokens(const QuantizeParams& p, cudaStream_t stream) {
   if (!vec || xv.D > 256 || xv.D == 0) return cudaErrorNotSupported;
   const int rt = xv.D <= 32 ? 4 : xv.D <= 64 ? 8 : xv.D <= 128 ? 16 : 32;
   if (p.granularity == Granularity::PerBlock) {
-    if (p.block_size <= 0 || p.block_size > 16 * (256 / rt)) return cudaErrorNotSupported;
+    if (p.block_size <= 0 || p.block_size > 4 * (1024 / rt)) return cudaErrorNotSupported;
     switch (rt) {
       case 4: return launch_per_block<T, Fmt, 4>(p, stream);
       case 8: return launch_per_block<T, Fmt, 8>(p, stream);

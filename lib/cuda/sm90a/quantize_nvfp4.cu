@@ -4,7 +4,7 @@
 //
 // The global scale depends on the whole tensor's absmax, so without a given global scale x is
 // read twice: an absmax pass (atomic max into a scratch float), then the quantize pass, which
-// reads the absmax from device memory (no host sync). One thread per block of 16 elements.
+// reads the absmax from device memory (no host sync).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,29 +32,24 @@ __device__ __forceinline__ void split_block(int64_t blk, int64_t per_row, int64_
   }
 }
 
+// Two threads per 16-block, 8 elements (one 16-byte load) each: a warp reads 512 contiguous
+// bytes per load instruction. (One thread per block, with two loads 32 bytes apart, ran at 64% of
+// copy bandwidth: docs/perf-notes.md.)
 template <typename T>
-__device__ __forceinline__ void load16(const QuantizeNvfp4Params& p, int64_t blk, float (&v)[16]) {
+__device__ __forceinline__ void load_half_block(const QuantizeNvfp4Params& p, int64_t half, float (&v)[8]) {
   int64_t row, cb;
-  split_block(blk, p.cols / 16, row, cb);
-  const T* xr = static_cast<const T*>(p.x) + row_offset(p.x_rows, row) + cb * 16;
-  float a[8], b[8];
-  unpack8<T>(ldg_stream(xr), a);
-  unpack8<T>(ldg_stream(xr + 8), b);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    v[i] = a[i];
-    v[8 + i] = b[i];
-  }
+  split_block(half, p.cols / 8, row, cb);
+  unpack8<T>(ldg_stream(static_cast<const T*>(p.x) + row_offset(p.x_rows, row) + cb * 8), v);
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) nvfp4_amax_kernel(const QuantizeNvfp4Params p, int64_t nblk) {
+__global__ void __launch_bounds__(kThreads) nvfp4_amax_kernel(const QuantizeNvfp4Params p, int64_t nhalf) {
   float m = 0.f;
-  for (int64_t blk = int64_t(blockIdx.x) * kThreads + threadIdx.x; blk < nblk; blk += int64_t(gridDim.x) * kThreads) {
-    float v[16];
-    load16<T>(p, blk, v);
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < nhalf; i += int64_t(gridDim.x) * kThreads) {
+    float v[8];
+    load_half_block<T>(p, i, v);
 #pragma unroll
-    for (int i = 0; i < 16; ++i) m = absmax_acc(m, v[i]);
+    for (int k = 0; k < 8; ++k) m = absmax_acc(m, v[k]);
   }
   __shared__ float warp_max[kThreads / 32];
   m = group_max<32>(m);
@@ -72,7 +67,7 @@ __device__ __forceinline__ int64_t swizzled_offset(int64_t r, int64_t c, int64_t
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) nvfp4_quantize_kernel(const QuantizeNvfp4Params p, int64_t nblk) {
+__global__ void __launch_bounds__(kThreads) nvfp4_quantize_kernel(const QuantizeNvfp4Params p, int64_t nhalf) {
   float gs, inv_gs;
   if (p.global_scale_in != nullptr) {
     gs = *p.global_scale_in;
@@ -82,21 +77,25 @@ __global__ void __launch_bounds__(kThreads) nvfp4_quantize_kernel(const Quantize
     gs = __fdiv_rn(amax, kGlobalDiv);
     inv_gs = recip_scale(kGlobalDiv, amax);
   }
-  const int64_t blk = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (blk == 0) *p.global_scale = gs;
-  if (blk >= nblk) return;
-  float v[16];
-  load16<T>(p, blk, v);
+  const int64_t half = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (half == 0) *p.global_scale = gs;
+  // nhalf is even, so both threads of a block are in or out together (the shuffle needs both).
+  const bool in = half < nhalf;
+  float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (in) load_half_block<T>(p, half, v);
   float bamax = 0.f;
 #pragma unroll
-  for (int i = 0; i < 16; ++i) bamax = absmax_acc(bamax, v[i]);
+  for (int k = 0; k < 8; ++k) bamax = absmax_acc(bamax, v[k]);
+  bamax = fmaxf(bamax, __shfl_xor_sync(0xffffffffu, bamax, 1));
+  if (!in) return;
   const uint8_t sf = e4m3(__fdiv_rn(__fmul_rn(bamax, inv_gs), kE2M1Max));
   const float inv = recip_scale(1.f, __fmul_rn(e4m3_to_float(sf), gs));
-  uint32_t w[2] = {0, 0};
+  uint32_t w = 0;
 #pragma unroll
-  for (int i = 0; i < 16; ++i) w[i / 8] |= e2m1(__fmul_rn(v[i], inv)) << (4 * (i % 8));
-  __stcs(reinterpret_cast<uint2*>(static_cast<uint8_t*>(p.q) + blk * 8), make_uint2(w[0], w[1]));
-  const int64_t per_row = p.cols / 16;
+  for (int k = 0; k < 8; ++k) w |= e2m1(__fmul_rn(v[k], inv)) << (4 * k);
+  __stcs(reinterpret_cast<uint32_t*>(p.q) + half, w);
+  if (half & 1) return;
+  const int64_t blk = half / 2, per_row = p.cols / 16;
   uint8_t* scales = static_cast<uint8_t*>(p.block_scales);
   if (p.swizzled) {
     int64_t row, cb;
@@ -109,26 +108,26 @@ __global__ void __launch_bounds__(kThreads) nvfp4_quantize_kernel(const Quantize
 
 template <typename T>
 static cudaError_t run(const QuantizeNvfp4Params& p, cudaStream_t stream) {
-  const int64_t nblk = p.rows * (p.cols / 16);
+  const int64_t nhalf = p.rows * (p.cols / 8);  // 8-element halves of the 16-blocks
   if (p.global_scale_in == nullptr) {
     cudaError_t err = cudaMemsetAsync(p.amax_scratch, 0, sizeof(float), stream);
     if (err != cudaSuccess) return err;
-    if (nblk > 0) {
+    if (nhalf > 0) {
       // A few waves of a grid-stride loop: one atomic per CTA.
-      const int64_t grid = std::min<int64_t>(ceil_div(nblk, kThreads), 132 * 8);
-      nvfp4_amax_kernel<T><<<unsigned(grid), kThreads, 0, stream>>>(p, nblk);
+      const int64_t grid = std::min<int64_t>(ceil_div(nhalf, kThreads), 132 * 8);
+      nvfp4_amax_kernel<T><<<unsigned(grid), kThreads, 0, stream>>>(p, nhalf);
     }
   }
-  const int64_t grid = std::max<int64_t>(1, ceil_div(nblk, kThreads));
+  const int64_t grid = std::max<int64_t>(1, ceil_div(nhalf, kThreads));
   if (grid > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  nvfp4_quantize_kernel<T><<<unsigned(grid), kThreads, 0, stream>>>(p, nblk);
+  nvfp4_quantize_kernel<T><<<unsigned(grid), kThreads, 0, stream>>>(p, nhalf);
   return last_launch_error();
 }
 
 }  // namespace sm90a
 
 cudaError_t quantize_nvfp4(const QuantizeNvfp4Params& p, cudaStream_t stream) {
-  if (p.cols % 16 != 0 || !is_aligned(p.x, 16) || !is_aligned(p.q, 8)) return cudaErrorNotSupported;
+  if (p.cols % 16 != 0 || !is_aligned(p.x, 16) || !is_aligned(p.q, 4)) return cudaErrorNotSupported;
   for (int d = 0; d < p.x_rows.ndim; ++d) {
     if (p.x_rows.stride[d] % 8 != 0) return cudaErrorNotSupported;
   }

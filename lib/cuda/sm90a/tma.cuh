@@ -71,8 +71,8 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encode_fn() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void* p = nullptr;
     cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    const cudaError_t e =
-        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+                                                           cudaEnableDefault, &q);
     if (e != cudaSuccess) (void)cudaGetLastError();  // keep it out of the next launch check
     if (e != cudaSuccess || q != cudaDriverEntryPointSuccess)
       return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
