@@ -37,9 +37,15 @@ __device__ __forceinline__ void split_block(int64_t blk, int64_t per_row, int64_
 // copy bandwidth: docs/perf-notes.md.)
 template <typename T>
 __device__ __forceinline__ void load_half_block(const QuantizeNvfp4Params& p, int64_t half, float (&v)[8]) {
-  int64_t row, cb;
-  split_block(half, p.cols / 8, row, cb);
-  unpack8<T>(ldg_stream(static_cast<const T*>(p.x) + row_offset(p.x_rows, row) + cb * 8), v);
+  const T* x = static_cast<const T*>(p.x);
+  if (p.x_rows.ndim == 1 && p.x_rows.stride[0] == p.cols) {  // dense rows: no index division
+    x += half * 8;
+  } else {
+    int64_t row, cb;
+    split_block(half, p.cols / 8, row, cb);
+    x += row_offset(p.x_rows, row) + cb * 8;
+  }
+  unpack8<T>(ldg_stream(x), v);
 }
 
 template <typename T>
