@@ -178,14 +178,23 @@ __global__ void __launch_bounds__(kThreads) quantize_per_block_kernel(const Quan
   const bool col_in = c * 8 < xv.D;
   const T* xb = static_cast<const T*>(p.x) + b * xv.stride_b + h * xv.stride_h + c * 8;
 
+  float mean[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (p.smooth != nullptr && col_in) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) mean[k] = p.smooth[(b * xv.H + h) * xv.D + c * 8 + k];
+  }
   float v[NP][8];
   float amax = 0.f;
 #pragma unroll
   for (int i = 0; i < NP; ++i) {
     const int64_t s = blk * p.block_size + threadIdx.x / RT + i * kRows;
-    load8<T>(xb + s * xv.stride_s, col_in && s < s_end, v[i]);
+    const bool in = col_in && s < s_end;
+    load8<T>(xb + s * xv.stride_s, in, v[i]);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[i][k]);
+    for (int k = 0; k < 8; ++k) {
+      if (in) v[i][k] = __fsub_rn(v[i][k], mean[k]);  // padding stays 0
+      amax = absmax_acc(amax, v[i][k]);
+    }
   }
   amax = block_max<kThreads>(amax);
   const float inv = recip_scale(Fmt::kMax, amax);
@@ -215,23 +224,24 @@ cudaError_t launch_per_block(const QuantizeParams& p, cudaStream_t stream) {
 }
 
 // ---------------------------------------------------------------------------------- per channel
-// Pass 1: column absmax of a token range of one (b, h), merged into scales[b, h, :] by atomics.
-template <typename T, int RT>
-__global__ void __launch_bounds__(256) channel_amax_kernel(const QuantizeParams p, int64_t tokens_per_cta) {
+// Pass 1: column absmax (or sum, kSum) of a token range of one (b, h), merged into out[b, h, :]
+// by atomics (out zeroed first).
+template <typename T, int RT, bool kSum>
+__global__ void __launch_bounds__(256) channel_reduce_kernel(const TokenView xv, const void* x, float* out,
+                                                             int64_t tokens_per_cta) {
   constexpr int kRows = 256 / RT;
-  const TokenView& xv = p.xv;
   const int64_t bh = blockIdx.y, b = bh / xv.H, h = bh % xv.H;
   const int c = threadIdx.x % RT;
   const bool col_in = c * 8 < xv.D;
   const int64_t s0 = blockIdx.x * tokens_per_cta, s1 = min(xv.S, s0 + tokens_per_cta);
-  const T* xb = static_cast<const T*>(p.x) + b * xv.stride_b + h * xv.stride_h + c * 8;
+  const T* xb = static_cast<const T*>(x) + b * xv.stride_b + h * xv.stride_h + c * 8;
   float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma unroll 4
   for (int64_t s = s0 + threadIdx.x / RT; s < s1; s += kRows) {
     float v[8];
     load8<T>(xb + s * xv.stride_s, col_in, v);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) m[k] = absmax_acc(m[k], v[k]);
+    for (int k = 0; k < 8; ++k) m[k] = kSum ? m[k] + v[k] : absmax_acc(m[k], v[k]);
   }
   __shared__ float red[kRows][RT * 8 + 1];
 #pragma unroll
@@ -239,9 +249,33 @@ __global__ void __launch_bounds__(256) channel_amax_kernel(const QuantizeParams 
   __syncthreads();
   for (int d = threadIdx.x; d < xv.D; d += 256) {
     float a = 0.f;
-    for (int r = 0; r < kRows; ++r) a = fmaxf(a, red[r][d]);
-    atomic_max_nonneg(p.scales + bh * xv.D + d, a);
+    for (int r = 0; r < kRows; ++r) a = kSum ? a + red[r][d] : fmaxf(a, red[r][d]);
+    if (kSum) {
+      atomicAdd(out + bh * xv.D + d, a);
+    } else {
+      atomic_max_nonneg(out + bh * xv.D + d, a);
+    }
   }
+}
+
+// Grid for the channel passes: ~4 CTAs per SM in all, each over a contiguous token range.
+template <int RT>
+dim3 channel_grid(const TokenView& xv, int64_t& tokens_per_cta) {
+  const int64_t splits =
+      std::max<int64_t>(1, std::min<int64_t>(ceil_div(528, xv.B * xv.H), ceil_div(xv.S, 256 / RT)));
+  tokens_per_cta = ceil_div(xv.S, splits);
+  return dim3(unsigned(ceil_div(xv.S, tokens_per_cta)), unsigned(xv.B * xv.H));
+}
+
+// out[b, h, d] = absmax (kSum: sum) over tokens, on the stream, without a host sync.
+template <typename T, int RT, bool kSum>
+cudaError_t channel_reduce(const TokenView& xv, const void* x, float* out, cudaStream_t stream) {
+  cudaError_t err = cudaMemsetAsync(out, 0, xv.B * xv.H * xv.D * sizeof(float), stream);
+  if (err != cudaSuccess || xv.S == 0) return err;
+  int64_t tpc;
+  const dim3 grid = channel_grid<RT>(xv, tpc);
+  channel_reduce_kernel<T, RT, kSum><<<grid, 256, 0, stream>>>(xv, x, out, tpc);
+  return last_launch_error();
 }
 
 // Pass 2: every element with its channel's inverse scale (from the amax left in scales).
@@ -277,20 +311,19 @@ template <typename T, typename Fmt, int RT>
 cudaError_t launch_per_channel(const QuantizeParams& p, cudaStream_t stream) {
   const TokenView& xv = p.xv;
   const int64_t n = xv.B * xv.H * xv.D;
-  cudaError_t err = cudaMemsetAsync(p.scales, 0, n * sizeof(float), stream);
-  if (err != cudaSuccess) return err;
-  if (xv.S == 0) return cudaSuccess;
-  // ~4 CTAs per SM in all, each over a contiguous token range of one (b, h).
-  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(528, xv.B * xv.H), ceil_div(xv.S, 256 / RT)));
-  const int64_t tpc = ceil_div(xv.S, splits);
-  const dim3 grid(unsigned(ceil_div(xv.S, tpc)), unsigned(xv.B * xv.H));
-  channel_amax_kernel<T, RT><<<grid, 256, 0, stream>>>(p, tpc);
+  cudaError_t err = channel_reduce<T, RT, false>(xv, p.x, p.scales, stream);
+  if (err != cudaSuccess || xv.S == 0) return err;
+  int64_t tpc;
+  const dim3 grid = channel_grid<RT>(xv, tpc);
   channel_quantize_kernel<T, Fmt, RT><<<grid, 256, 0, stream>>>(p, tpc);
   amax_to_scale_kernel<Fmt><<<unsigned(ceil_div(n, 256)), 256, 0, stream>>>(p.scales, n);
   return last_launch_error();
 }
 
 // ---------------------------------------------------------------------------------- entry
+// Threads covering a token's D in 8-element chunks (a power of two, 4..32).
+inline int row_threads(int64_t D) { return D <= 32 ? 4 : D <= 64 ? 8 : D <= 128 ? 16 : 32; }
+
 template <typename T, typename Fmt>
 cudaError_t dispatch_tokens(const QuantizeParams& p, cudaStream_t stream) {
   const TokenView& xv = p.xv;
@@ -298,7 +331,7 @@ cudaError_t dispatch_tokens(const QuantizeParams& p, cudaStream_t stream) {
   bool vec = xv.D % 8 == 0 && is_aligned(p.x, 16) && is_aligned(p.q, 8) && xv.stride_b % 8 == 0 &&
              xv.stride_s % 8 == 0 && xv.stride_h % 8 == 0;
   if (!vec || xv.D > 256 || xv.D == 0) return cudaErrorNotSupported;
-  const int rt = xv.D <= 32 ? 4 : xv.D <= 64 ? 8 : xv.D <= 128 ? 16 : 32;
+  const int rt = row_threads(xv.D);
   if (p.granularity == Granularity::PerBlock) {
     if (p.block_size <= 0 || p.block_size > 4 * (1024 / rt)) return cudaErrorNotSupported;
     switch (rt) {

@@ -1,17 +1,50 @@
-"""attention: Python → torch.ops.ac4k.mha_<precision>_fwd (lib/cuda_bindings.cc) → launcher
-(lib/cuda/<arch>/mha_*.cu). The recipes are defined in ac4k_kernel.reference.attention."""
+"""attention: Python → torch.ops.ac4k.quantize_attention_inputs + mha_<precision>_fwd
+(lib/cuda_bindings.cc) → launchers in lib/cuda/<arch>/quantize_attention_inputs.cu and
+mha_*.cu. The recipes are defined in ac4k_kernel.reference.attention."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 
-from ._common import require_op
+from ..reference.quant import LAYOUTS
+from ._common import require_cuda, require_op
 
 _OP = {"int8+fp8e4m3": "mha_int8_x_fp8_fwd", "fp8e4m3": "mha_fp8_fwd", "bf16": "mha_bf16_fwd",
        "nvfp4": "mha_nvfp4_fwd"}
 # The compiled arch's fast path (fixed at build time).
 DEFAULT_PRECISION = "int8+fp8e4m3"
+HEAD_DIMS = (64, 128)
+
+
+def _check(q, k, v, layout, out):
+    if layout not in LAYOUTS:
+        raise ValueError(f"attention: layout must be one of {LAYOUTS}, got {layout!r}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        require_cuda(t, "attention", name)
+        if t.dim() != 4:
+            raise ValueError(f"attention: {name} must be 4-D ([B, S, H, D] for BNHD, [B, H, S, D] for BHND), "
+                             f"got shape {tuple(t.shape)}")
+        if t.dtype not in (torch.bfloat16, torch.float16):
+            raise TypeError(f"attention: {name} must be bfloat16 or float16, got {t.dtype}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"attention: {name} has dtype {t.dtype} but q has {q.dtype}")
+    s_ax, h_ax = (1, 2) if layout == "BNHD" else (2, 1)
+    B, D, Hq, Hkv = q.shape[0], q.shape[3], q.shape[h_ax], k.shape[h_ax]
+    if k.shape[0] != B or v.shape[0] != B:
+        raise ValueError(f"attention: batch sizes differ: q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}")
+    if D not in HEAD_DIMS or k.shape[3] != D or v.shape[3] != D:
+        raise ValueError(f"attention: head dim must be one of {HEAD_DIMS} and equal for q, k, v; got "
+                         f"{q.shape[3]}, {k.shape[3]}, {v.shape[3]}")
+    if k.shape != v.shape:
+        raise ValueError(f"attention: k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError(f"attention: q heads ({Hq}) must be a multiple of k/v heads ({Hkv})")
+    if k.shape[s_ax] < 1:
+        raise ValueError("attention: k and v need at least one token")
+    if out is not None and (out.shape != q.shape or out.dtype != q.dtype or out.device != q.device):
+        raise ValueError(f"attention: out must be a {q.dtype} tensor of q's shape {tuple(q.shape)} on {q.device}")
+    return Hq, Hkv, D
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str = "BNHD",
@@ -19,8 +52,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
               return_lse: bool = False, out: Optional[torch.Tensor] = None):
     """Drop-in for scaled_dot_product_attention / flash_attn_func.
 
-    q [B, Sq, Hq, D], k/v [B, Sk, Hkv, D] for layout "BNHD" ([B, H, S, D] for "BHND"); returns o in
-    q's layout (and lse [B, Hq, Sq] float32 when return_lse). precision selects the kernel.
+    q [B, Sq, Hq, D], k/v [B, Sk, Hkv, D] for layout "BNHD" ([B, H, S, D] for "BHND"), bf16 or fp16,
+    last dim contiguous, D in (64, 128), Hq a multiple of Hkv (GQA / MQA). causal is bottom-right
+    aligned (query i sees keys j <= i + Sk - Sq). Returns o in q's layout and dtype, and with
+    return_lse also lse [B, Hq, Sq] float32 (natural log of the softmax denominator of sm_scale·q·k).
+    precision selects the kernel; the quantization of q, k, v is part of the call.
     """
     require_op(_OP.get(precision, ""), "attention", precision, _OP)
-    raise NotImplementedError("attention kernels are registered but not wired yet")  # unreachable today
+    Hq, Hkv, D = _check(q, k, v, layout, out)
+    scale = float(sm_scale) if sm_scale is not None else D ** -0.5
+    q8, q_scale, k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_inputs(q, k, v, layout)
+    if out is not None:
+        lse = torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q8, q_scale, k8, k_scale, vt, v_scale, layout, causal, scale,
+                                                    return_lse, out)
+        o = out
+    else:
+        o, lse = torch.ops.ac4k.mha_int8_x_fp8_fwd(q8, q_scale, k8, k_scale, vt, v_scale, layout, causal, scale,
+                                                   return_lse, q.dtype == torch.float16)
+    if not return_lse:
+        return o
+    # Smoothing moved every score of row i by sm_scale * q_i . k_mean; add it back.
+    qh = (q if layout == "BHND" else q.transpose(1, 2)).float()
+    km = k_mean.repeat_interleave(Hq // Hkv, dim=1)
+    return o, lse + scale * torch.einsum("bhsd,bhd->bhs", qh, km)
