@@ -330,10 +330,10 @@ std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at:
               ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
   TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
 
-  auto [q8, q_scale] = quantize_8bit("quantize_int8", &ac4k::quantize_int8, at::kChar, q, "per_block", 64, layout);
+  auto [q8, q_scale] = quantize_8bit("quantize_int8", &ac4k::quantize_int8, at::kChar, q, "per_block", 16, layout);
   const auto f32 = q.options().dtype(at::kFloat);
   at::Tensor k8 = at::empty(k.sizes(), q.options().dtype(at::kChar));
-  at::Tensor k_scale = at::empty({kv.B, kv.H, (kv.S + 127) / 128}, f32);
+  at::Tensor k_scale = at::empty({kv.B, kv.H, (kv.S + 63) / 64}, f32);
   at::Tensor k_mean = at::empty({kv.B, kv.H, kv.D}, f32);
   const int64_t s_pad = (kv.S + 127) / 128 * 128;
   at::Tensor vt = at::empty({kv.B, kv.H, kv.D, s_pad}, q.options().dtype(at::kFloat8_e4m3fn));
@@ -347,7 +347,7 @@ std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at:
   kp.k.granularity = Granularity::PerBlock;
   kp.k.xv = kv;
   kp.k.qv = token_view(k8, layout, op, "k8");
-  kp.k.block_size = 128;
+  kp.k.block_size = 64;
   kp.k.q = k8.data_ptr();
   kp.k.scales = k_scale.data_ptr<float>();
   kp.k_mean = k_mean.data_ptr<float>();
@@ -384,8 +384,8 @@ at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q8, const at::Tensor& q_scal
   TORCH_CHECK(vt.size(0) == kv.B && vt.size(1) == kv.H && vt.size(2) == kv.D && vt.size(3) % 128 == 0 &&
                   vt.size(3) >= kv.S,
               "ac4k::", op, ": v has shape ", shape_str(vt.sizes()), ", which does not match k");
-  TORCH_CHECK(q_scale.size(2) == (qv.S + 63) / 64 && k_scale.size(2) == (kv.S + 127) / 128, "ac4k::", op,
-              ": q_scale must be per 64 tokens and k_scale per 128 tokens");
+  TORCH_CHECK(q_scale.size(2) == (qv.S + 15) / 16 && k_scale.size(2) == (kv.S + 63) / 64, "ac4k::", op,
+              ": q_scale must be per 16 tokens and k_scale per 64 tokens");
   TORCH_CHECK(out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kHalf, "ac4k::", op,
               ": out must be bfloat16 or float16");
   TORCH_CHECK(out.sizes() == q8.sizes() && out.stride(-1) == 1, "ac4k::", op, ": out must have q's shape ",

@@ -170,7 +170,8 @@ def _manual_quantized(q, k, v, kind, causal=False):
     ks = k.float() - km
     if kind in ("int8", "fp8"):
         quant = quantize_int8 if kind == "int8" else quantize_fp8
-        qq, kq = quant(q, "per_block", 64), quant(ks, "per_block", 128)
+        qb, kb = (16, 64) if kind == "int8" else (64, 128)  # each recipe's default blocks
+        qq, kq = quant(q, "per_block", qb), quant(ks, "per_block", kb)
         vq = quantize_fp8(v, "per_channel")
     else:
         qd, kd = dequantize(quantize_nvfp4(q)), dequantize(quantize_nvfp4(ks))
@@ -184,8 +185,8 @@ def _manual_quantized(q, k, v, kind, causal=False):
         for h in range(Hq):
             hk = h // g
             if kind in ("int8", "fp8"):
-                qs = qq.scales[b, h][torch.arange(Sq) // 64]
-                kss = kq.scales[b, hk][torch.arange(Sk) // 128]
+                qs = qq.scales[b, h][torch.arange(Sq) // qb]
+                kss = kq.scales[b, hk][torch.arange(Sk) // kb]
                 dot = (qq.values[b, :, h].double() @ kq.values[b, :, hk].double().T).float()
                 s = dot * qs[:, None] * kss[None, :] * scale
             else:

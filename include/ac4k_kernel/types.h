@@ -63,14 +63,14 @@ struct QuantizeNvfp4Params {
 };
 
 // Attention-input quantization for mha_int8_x_fp8_fwd (the SageAttention2 recipe):
-//   q  -> int8, per 64-token block scales [B, Hq, ceil(Sq / 64)]        (quantize_int8 per_block)
-//   k  -> k - mean_tokens(k) (k_mean [B, Hkv, D]), int8 per 128-token block [B, Hkv, ceil(Sk / 128)]
+//   q  -> int8, per 16-token block scales [B, Hq, ceil(Sq / 16)]  (quantize_int8 per_block; one per warp)
+//   k  -> k - mean_tokens(k) (k_mean [B, Hkv, D]), int8 per 64-token block [B, Hkv, ceil(Sk / 64)]
 //   v  -> FP8 E4M3 per channel (v_scale [B, Hkv, D]) stored transposed as vt [B, Hkv, D, Sk_pad]
 //         (Sk_pad = Sk rounded up to 128, zero-filled), tokens permuted inside each 16-token group
 //         (token t at slot 2*(t/8) + 4*((t/2)%4) + t%2) so the PV product takes P straight from
 //         the score registers (see mha_int8_x_fp8_fwd.cu).
 struct QuantizeKSmoothParams {
-  QuantizeParams k;      // per_block, block_size 128; k.xv / k.qv views
+  QuantizeParams k;      // per_block, block_size 64; k.xv / k.qv views
   float* k_mean = nullptr;  // [B, Hkv, D] out
 };
 struct QuantizeVTransposedParams {

@@ -118,11 +118,12 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
   const int tid = threadIdx.x % 128;  // thread in the warpgroup
   const int warp = tid / 32, lane = tid % 32, quad = lane % 4;
   const int64_t row0 = int64_t(m_blk) * kBlockM + cw * 64 + warp * 16 + lane / 4;  // and row0 + 8
-  const int64_t q_blk = int64_t(m_blk) * 2 + cw;
-  const int64_t n_qblk = ceil_div(qv.S, 64);
+  // Q scales per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
+  const int64_t q_blk = int64_t(m_blk) * 8 + cw * 4 + warp;
+  const int64_t n_qblk = ceil_div(qv.S, 16), n_kblk = ceil_div(kv.S, 64);
   const float q_scale = q_blk < n_qblk ? p.q_scale[(int64_t(b) * qv.H + h) * n_qblk + q_blk] : 0.f;
   const float c_q = q_scale * p.sm_scale * kLog2e;
-  const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * n_blocks_all;
+  const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * n_kblk;
   const int64_t causal_shift = kv.S - qv.S;
 
   float o[D / 2];
@@ -148,12 +149,12 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
     wgmma_fence_operand(acc);
 
     // Scores in the log2 domain; masked keys (past Sk, or causal) are -inf.
-    const float c = c_q * k_scale[n];
+    const float c[2] = {c_q * k_scale[2 * n], 2 * n + 1 < n_kblk ? c_q * k_scale[2 * n + 1] : 0.f};
     const int64_t key0 = n * kBlockN + 2 * quad;
     const bool need_mask = (n + 1) * kBlockN > kv.S || (p.causal && (n + 1) * kBlockN - 1 > row0 - warp * 16 - lane / 4 + causal_shift);
     float sc[kBlockN / 2];
 #pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) sc[i] = float(acc[i]) * c;
+    for (int i = 0; i < kBlockN / 2; ++i) sc[i] = float(acc[i]) * c[i / 32];  // i < 32: keys 0..63
     if (need_mask) {
 #pragma unroll
       for (int i = 0; i < kBlockN / 2; ++i) {

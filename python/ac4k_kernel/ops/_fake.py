@@ -67,8 +67,8 @@ def _register() -> None:
             Sq, Hq = (q.shape[1], q.shape[2]) if layout == "BNHD" else (q.shape[2], q.shape[1])
             Sk, Hkv = (k.shape[1], k.shape[2]) if layout == "BNHD" else (k.shape[2], k.shape[1])
             f32 = dict(dtype=torch.float32)
-            return [q.new_empty(q.shape, dtype=torch.int8), q.new_empty((B, Hq, (Sq + 63) // 64), **f32),
-                    k.new_empty(k.shape, dtype=torch.int8), k.new_empty((B, Hkv, (Sk + 127) // 128), **f32),
+            return [q.new_empty(q.shape, dtype=torch.int8), q.new_empty((B, Hq, (Sq + 15) // 16), **f32),
+                    k.new_empty(k.shape, dtype=torch.int8), k.new_empty((B, Hkv, (Sk + 63) // 64), **f32),
                     k.new_empty((B, Hkv, D), **f32),
                     v.new_empty((B, Hkv, D, (Sk + 127) // 128 * 128), dtype=torch.float8_e4m3fn),
                     v.new_empty((B, Hkv, D), **f32)]

@@ -233,7 +233,7 @@ def attention_bf16(q, k, v, *, layout: str = "BNHD", causal: bool = False,
 
 def attention_int8_fp8(q, k, v, *, layout: str = "BNHD", causal: bool = False,
                        sm_scale: Optional[float] = None, return_lse: bool = False,
-                       q_block: int = 64, k_block: int = 128):
+                       q_block: int = 16, k_block: int = 64):
     """The SageAttention2 recipe (precision "int8+fp8e4m3"): Q.K in INT8, P.V in FP8.
 
     1. k_mean[b,h,:] = mean over tokens of k (fp32); k_s = k.float() - k_mean.
