@@ -196,10 +196,22 @@ def _manual_quantized(q, k, v, kind, causal=False):
                 s = s.masked_fill(~keep, float("-inf"))
             m = s.max(dim=1, keepdim=True).values
             if kind in ("int8", "fp8"):
-                p = torch.exp2((s - m) * 1.4426950408889634) * 448.0
-                l = p.sum(dim=1)
-                p8 = p.to(torch.float8_e4m3fn).double()
-                acc = (p8 @ vq.values[b, :, hk].double()).float() * vq.scales[b, hk]
+                # Flash-attention loop over 128-key blocks: P against the running max, rescaled.
+                run = torch.full((Sq, 1), float("-inf"), dtype=torch.float64)
+                l = torch.zeros(Sq, dtype=torch.float64)
+                acc = torch.zeros(Sq, D, dtype=torch.float64)
+                for j0 in range(0, Sk, 128):
+                    sb = s[:, j0:j0 + 128].double()
+                    new = torch.maximum(run, sb.max(dim=1, keepdim=True).values)
+                    mu = torch.where(torch.isneginf(new), torch.zeros_like(new), new)
+                    alpha = torch.exp2((run - mu) * 1.4426950408889634)
+                    p = (torch.exp2((sb - mu) * 1.4426950408889634) * 448.0).float()
+                    p8 = p.to(torch.float8_e4m3fn).double()
+                    l = l * alpha[:, 0] + p.double().sum(dim=1)
+                    acc = acc * alpha + p8 @ vq.values[b, j0:j0 + 128, hk].double()
+                    run = new
+                l = l.float()
+                acc = acc.float() * vq.scales[b, hk]
                 lse[b, h] = m[:, 0] + torch.log(l / 448.0)
             else:
                 p = torch.exp(s - m)
@@ -221,8 +233,10 @@ def test_recipe_follows_its_formula(kind, fn, causal):
     q, k, v = _qkv(2, 150, 200, 4, 2, 64, seed=40, k_offset=2.0)
     o, lse = fn(q, k, v, causal=causal, return_lse=True)
     o_m, lse_m = _manual_quantized(q, k, v, kind, causal=causal)
-    # Same float32 operations, so agreement to the last bf16 bit but for rare ties.
-    torch.testing.assert_close(o.float(), o_m.float(), rtol=0, atol=0)
+    if kind == "nvfp4":  # same float32 operations: the last bf16 bit but for rare ties
+        torch.testing.assert_close(o.float(), o_m.float(), rtol=0, atol=0)
+    else:  # an FA-style loop in fp64 against the reference's weighted sum: rounding apart
+        torch.testing.assert_close(o.float(), o_m.float(), rtol=1e-2, atol=2e-3)
     torch.testing.assert_close(lse, lse_m, rtol=1e-6, atol=1e-5)
 
 

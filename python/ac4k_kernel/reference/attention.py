@@ -41,6 +41,8 @@ __all__ = [
 
 ATTENTION_PRECISIONS = ("int8+fp8e4m3", "fp8e4m3", "bf16", "nvfp4")
 LOG2E = 1.4426950408889634
+# Keys per online-softmax step of the FP8-P recipes (the kernels' BLOCK_N).
+P_BLOCK = 128
 # Score elements per query-row block (B * Hq * rows * Sk); 4M fp64 values = 32 MiB.
 _BLOCK_ELEMS = 1 << 22
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -163,9 +165,20 @@ def _fp8_p_v(p: _Prep, causal: bool, scores: Callable[[int, int], torch.Tensor],
 
     def body(i0, i1, vis):
         s, m = _masked_max(scores(i0, i1), vis)
-        pr = torch.exp2((s - m) * LOG2E) * FP8_E4M3_MAX  # [0, 448]; hidden keys -> 0
-        l = pr.sum(dim=-1, keepdim=True)
-        p8 = _to_e4m3(pr).double()
+        # Online softmax over blocks of P_BLOCK keys, as the kernel runs it: block n's P is taken
+        # against the running max m_n (max over blocks 0..n), quantized, then weighted by
+        # 2^((m_n - m) log2 e) <= 1 into the final sum. l is unchanged by this (exactly).
+        Sk = s.shape[-1]
+        nb = -(-Sk // P_BLOCK)
+        sp = torch.nn.functional.pad(s, (0, nb * P_BLOCK - Sk), value=float("-inf"))
+        run = sp.reshape(*s.shape[:-1], nb, P_BLOCK).amax(dim=-1).cummax(dim=-1).values
+        run = run.repeat_interleave(P_BLOCK, dim=-1)[..., :Sk]  # running max per key
+        seen = ~torch.isneginf(run)
+        m_n = torch.where(seen, run, torch.zeros_like(run))
+        pr = torch.exp2((s - m_n) * LOG2E) * FP8_E4M3_MAX  # [0, 448]; hidden keys -> 0
+        w = torch.where(seen, torch.exp2((m_n - m) * LOG2E), torch.zeros_like(run))
+        l = (pr * w).sum(dim=-1, keepdim=True)
+        p8 = _to_e4m3(pr).double() * w.double()
         # e4m3 x e4m3 products and their sum are exact in fp64 (up to 2^17 keys): one rounding, to fp32.
         acc = (p8 @ v8).float() * v_scale
         o = _normalize(acc, l)
@@ -241,17 +254,19 @@ def attention_int8_fp8(q, k, v, *, layout: str = "BNHD", causal: bool = False,
        (scales [B, H, nblk], one per block of tokens of one head).
     3. S_ij = float32(q_i8_i . k_i8_j, an exact integer dot) * q_scale[blk(i)] * k_scale[blk(j)]
        * sm_scale, evaluated left to right in fp32.
-    4. m_i = max_{j visible} S_ij; p_ij = exp2((S_ij - m_i) * log2(e)) * 448 in [0, 448] (fp32,
-       hidden keys 0); l_i = sum_j p_ij (fp32, unquantized p); P8 = e4m3_rn_satfinite(p).
+    4. Online softmax over blocks of 128 keys: m_i = max_{j visible} S_ij, and m_in the running
+       max over key blocks 0..n (the block of key j and those before it). p_ij = exp2((S_ij -
+       m_in) * log2(e)) * 448 in [0, 448] (fp32, hidden keys 0); P8 = e4m3_rn_satfinite(p);
+       w_ij = exp2((m_in - m_i) * log2(e)); l_i = sum_j p_ij w_ij (fp32, unquantized p).
     5. v8, v_scale = quantize_fp8(v, "per_channel"): v_scale [B, Hkv, D].
-    6. o_id = float32(sum_j float(P8_ij) * float(v8_jd)) * v_scale[d] / l_i, cast to q's dtype.
-       The sum is taken exactly (fp64, exact up to 2^17 keys) and rounded once to fp32.
+    6. o_id = float32(sum_j float(P8_ij) w_ij * float(v8_jd)) * v_scale[d] / l_i, cast to q's
+       dtype. The sum is taken in fp64 and rounded once to fp32.
     lse_i = m_i + log(l_i / 448) + sm_scale * q_i . k_mean (q unquantized, fp64 then fp32): the
     lse of the dequantized scores of the original (unsmoothed) logits.
 
-    The CUDA kernel keeps a running row max (online softmax) and accumulates P.V in FP32 with
-    periodic promotion, so its P8 rounding and summation order differ from this reference; it
-    must match it to a relative L1 error (sum|o - ref| / sum|ref|) <= 0.005.
+    The CUDA kernel computes the same P8 (its exp2 is the hardware approximation) and sums P.V
+    per block in the FP8 tensor-core accumulator before promoting it to FP32; it must match this
+    reference to a relative L1 error (sum|o - ref| / sum|ref|) <= 0.005.
     """
     p = _Prep(q, k, v, layout, sm_scale)
     k_s, corr = _smooth_k(p)
