@@ -196,19 +196,19 @@ def _manual_quantized(q, k, v, kind, causal=False):
                 s = s.masked_fill(~keep, float("-inf"))
             m = s.max(dim=1, keepdim=True).values
             if kind in ("int8", "fp8"):
-                # Flash-attention loop over 64-key blocks: P against the running max, rescaled.
+                # Flash-attention loop over 128-key blocks: P against the running max, rescaled.
                 run = torch.full((Sq, 1), float("-inf"), dtype=torch.float64)
                 l = torch.zeros(Sq, dtype=torch.float64)
                 acc = torch.zeros(Sq, D, dtype=torch.float64)
-                for j0 in range(0, Sk, 64):
-                    sb = s[:, j0:j0 + 64].double()
+                for j0 in range(0, Sk, 128):
+                    sb = s[:, j0:j0 + 128].double()
                     new = torch.maximum(run, sb.max(dim=1, keepdim=True).values)
                     mu = torch.where(torch.isneginf(new), torch.zeros_like(new), new)
                     alpha = torch.exp2((run - mu) * 1.4426950408889634)
                     p = (torch.exp2((sb - mu) * 1.4426950408889634) * 448.0).float()
                     p8 = p.to(torch.float8_e4m3fn).double()
                     l = l * alpha[:, 0] + p.double().sum(dim=1)
-                    acc = acc * alpha + p8 @ vq.values[b, j0:j0 + 64, hk].double()
+                    acc = acc * alpha + p8 @ vq.values[b, j0:j0 + 128, hk].double()
                     run = new
                 l = l.float()
                 acc = acc.float() * vq.scales[b, hk]

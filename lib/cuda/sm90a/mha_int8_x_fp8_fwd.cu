@@ -12,8 +12,6 @@
 //                      layout makes each thread's scores its A fragment), V^T from shared memory
 //   O = O * alpha + O_blk   in FP32 registers: the FP8 wgmma accumulator is narrower than FP32,
 //                      so each block's product is promoted once
-// Within a warpgroup, S_n = Q K_n^T and P_{n-1} V_{n-1} are issued together and the softmax of
-// S_n runs while the PV product is on the tensor cores.
 // Epilogue: O * v_scale[d] / l, stored in the caller's layout with row guards.
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -33,8 +31,7 @@ namespace sm90a {
 namespace {
 
 constexpr int kBlockM = 128;  // query rows per CTA (64 per consumer warpgroup)
-constexpr int kBlockN = 128;  // keys per pipeline stage (TMA box)
-constexpr int kSub = 64;      // keys per softmax step
+constexpr int kBlockN = 128;  // keys per step
 constexpr int kStages = 2;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLog2P = 8.807354922057604f;  // log2(448): P in [0, 448] uses the E4M3 range
@@ -123,7 +120,7 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
   const int64_t row0 = int64_t(m_blk) * kBlockM + cw * 64 + warp * 16 + lane / 4;  // and row0 + 8
   // Q scales per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
   const int64_t q_blk = int64_t(m_blk) * 8 + cw * 4 + warp;
-  const int64_t n_qblk = ceil_div(qv.S, 16), n_kblk = ceil_div(kv.S, kSub);
+  const int64_t n_qblk = ceil_div(qv.S, 16), n_kblk = ceil_div(kv.S, 64);
   const float q_scale = q_blk < n_qblk ? p.q_scale[(int64_t(b) * qv.H + h) * n_qblk + q_blk] : 0.f;
   const float c_q = q_scale * p.sm_scale * kLog2e;
   const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * n_kblk;
@@ -136,139 +133,83 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
 
   mbar_wait(q_full, 0);
   const uint64_t dq = qk_desc<D>(sq + cw * 64 * D);
-  const int64_t wg_row0 = int64_t(m_blk) * kBlockM + cw * 64;
 
-  // Each 128-key stage is consumed as two 64-key sub-blocks t = 2n + half, so that the score
-  // accumulators (32 regs), P (2 x 8), the block product (D/2) and O (D/2) fit 240 registers
-  // while S_t and P_{t-1} V_{t-1} are in flight together.
-  // S_t = Q K_t^T into acc (issued, not waited).
-  auto issue_qk = [&](int32_t (&acc)[kSub / 2], int64_t t) {
-    const uint64_t dk = qk_desc<D>(sk + int(t / 2 % kStages) * Smem<D>::kK + int(t % 2) * kSub * D);
+  for (int64_t n = 0; n < n_blocks; ++n) {
+    const int s = int(n % kStages);
+    mbar_wait(full + s, uint32_t((n / kStages) & 1));
+
+    int32_t acc[kBlockN / 2];
+    const uint64_t dk = qk_desc<D>(sk + s * Smem<D>::kK);
     wgmma_fence_operand(acc);
     wgmma_fence();
 #pragma unroll
     for (int k = 0; k < D / 32; ++k) wgmma_s8_ss(acc, smem_desc_advance(dq, 32 * k), smem_desc_advance(dk, 32 * k), k > 0);
     wgmma_commit();
-  };
-  // O_t = P_t V_t into ob (issued, not waited); pa must stay untouched until the wait.
-  auto issue_pv = [&](float (&ob)[D / 2], uint32_t (&pa)[kSub / 32][4], int64_t t) {
-    const uint64_t dv = make_smem_desc_kmajor_sw128(sv + int(t / 2 % kStages) * Smem<D>::kV);
-    wgmma_fence_operand(ob);
-    wgmma_fence();
+    wgmma_wait<0>();
+    wgmma_fence_operand(acc);
+
+    // Scores in the log2 domain; masked keys (past Sk, or causal) are -inf.
+    const float c[2] = {c_q * k_scale[2 * n], 2 * n + 1 < n_kblk ? c_q * k_scale[2 * n + 1] : 0.f};
+    const int64_t key0 = n * kBlockN + 2 * quad;
+    const bool need_mask = (n + 1) * kBlockN > kv.S || (p.causal && (n + 1) * kBlockN - 1 > row0 - warp * 16 - lane / 4 + causal_shift);
+    float sc[kBlockN / 2];
 #pragma unroll
-    for (int k = 0; k < kSub / 32; ++k) {
-      wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * (int(t % 2) * (kSub / 32) + k)), k > 0);
+    for (int i = 0; i < kBlockN / 2; ++i) sc[i] = float(acc[i]) * c[i / 32];  // i < 32: keys 0..63
+    if (need_mask) {
+#pragma unroll
+      for (int i = 0; i < kBlockN / 2; ++i) {
+        const int64_t key = key0 + 8 * (i / 4) + (i % 2);
+        const int64_t row = row0 + 8 * ((i / 2) % 2);
+        if (key >= kv.S || (p.causal && key > row + causal_shift)) sc[i] = -INFINITY;
+      }
     }
-    wgmma_commit();
-  };
-  // Online softmax of sub-block t from its integer scores: updates m, l; P as E4M3 A fragments
-  // in pa; alpha rescales what was accumulated against the previous max. The row max is taken on
-  // the integers (the scale is positive), so a score costs I2F, FFMA, EX2, FADD and half a cvt.
-  // acc is read-only: it is the next S product's accumulator, and writing it while the PV product
-  // is in flight would serialize the wgmmas (ptxas C7513).
-  auto softmax = [&](const int32_t (&acc)[kSub / 2], int64_t t, uint32_t (&pa)[kSub / 32][4], float (&alpha)[2]) {
-    const float c = c_q * k_scale[t];
-    const bool need_mask = (t + 1) * kSub > kv.S || (p.causal && (t + 1) * kSub - 1 > wg_row0 + causal_shift);
-    // Visible keys of this sub-block per row half: key offset (0..63) < lim[r].
-    int lim[2];
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) mx[(i / 2) % 2] = fmaxf(mx[(i / 2) % 2], sc[i]);
+    float alpha[2], mo[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      int64_t x = kv.S - t * kSub;
-      if (p.causal) x = min(x, row0 + 8 * r + causal_shift + 1 - t * kSub);
-      lim[r] = int(max(int64_t(-1), min(x, int64_t(kSub))));
-    }
-    auto hidden = [&](int i) { return need_mask && 8 * (i / 4) + (i % 2) + 2 * quad >= lim[(i / 2) % 2]; };
-    int32_t mi[2] = {INT32_MIN, INT32_MIN};
-#pragma unroll
-    for (int i = 0; i < kSub / 2; ++i) mi[(i / 2) % 2] = max(mi[(i / 2) % 2], hidden(i) ? INT32_MIN : acc[i]);
-    float mo[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      int32_t v = max(mi[r], __shfl_xor_sync(0xffffffffu, mi[r], 1));
-      v = max(v, __shfl_xor_sync(0xffffffffu, v, 2));
-      const float mx = v == INT32_MIN ? m[r] : fmaxf(m[r], float(v) * c);
-      const float m_use = mx == -INFINITY ? 0.f : mx;  // fully masked so far: p = 0
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_use = mx[r] == -INFINITY ? 0.f : mx[r];  // fully masked so far: p = 0
       alpha[r] = ex2(m[r] - m_use);
-      mo[r] = m_use - kLog2P;  // p = 2^(s - m) * 448
-      m[r] = mx;
+      mo[r] = m_use - kLog2P;
+      m[r] = mx[r];
     }
     float ps[2] = {0.f, 0.f};
-    // The thread's scores at columns 2q, 2q+1, 8+2q, 9+2q (+16) of each k32 step are exactly the
-    // permuted V^T slots 4q..4q+3 (+16): no shuffles.
 #pragma unroll
-    for (int k = 0; k < kSub / 32; ++k) {
-      float sc[16];
-#pragma unroll
-      for (int e = 0; e < 16; ++e) {
-        const int i = 16 * k + e;
-        sc[e] = hidden(i) ? 0.f : ex2(fmaf(float(acc[i]), c, -mo[(i / 2) % 2]));
-        ps[(i / 2) % 2] += sc[e];
-      }
-      pa[k][0] = e4m3x2(sc[0], sc[1]) | (e4m3x2(sc[4], sc[5]) << 16);
-      pa[k][1] = e4m3x2(sc[2], sc[3]) | (e4m3x2(sc[6], sc[7]) << 16);
-      pa[k][2] = e4m3x2(sc[8], sc[9]) | (e4m3x2(sc[12], sc[13]) << 16);
-      pa[k][3] = e4m3x2(sc[10], sc[11]) | (e4m3x2(sc[14], sc[15]) << 16);
+    for (int i = 0; i < kBlockN / 2; ++i) {
+      sc[i] = ex2(sc[i] - mo[(i / 2) % 2]);
+      ps[(i / 2) % 2] += sc[i];
     }
     l[0] = l[0] * alpha[0] + ps[0];
     l[1] = l[1] * alpha[1] + ps[1];
-  };
-  auto accumulate = [&](const float (&ob)[D / 2], const float (&alpha)[2]) {
+
+    // P as E4M3 A fragments, one per k32 step (keys 32k..32k+31): the thread's scores at columns
+    // 2q, 2q+1, 8+2q, 9+2q (+16) are exactly the permuted V^T slots 4q..4q+3 (+16).
+    uint32_t pa[kBlockN / 32][4];
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
-  };
-  const int64_t n_sub = min(n_blocks * 2, n_kblk);  // 64-key sub-blocks with a visible key
-  auto wait_stage = [&](int64_t t) {  // K / V of sub-block t landed (once per 128-key stage)
-    if (t % 2 == 0) mbar_wait(full + int(t / 2 % kStages), uint32_t((t / 2 / kStages) & 1));
-  };
-  auto release = [&](int64_t t) {  // both halves of the stage consumed by this warpgroup
-    if ((t % 2 == 1 || t == n_sub - 1) && tid == 0) mbar_arrive(empty + int(t / 2 % kStages));
-  };
-  // One step: S_t and P_{t-1} V_{t-1} on the tensor cores, softmax of S_t meanwhile. Two copies
-  // with the P / alpha buffers swapped keep every register statically named (no copies, which
-  // ptxas would fold into the in-flight operands).
-  auto step = [&](int32_t (&acc)[kSub / 2], float (&ob)[D / 2], int64_t t, uint32_t (&pa_prev)[kSub / 32][4],
-                  float (&alpha_prev)[2], uint32_t (&pa_cur)[kSub / 32][4], float (&alpha_cur)[2]) {
-    wait_stage(t);
-    issue_qk(acc, t);
-    issue_pv(ob, pa_prev, t - 1);
-    wgmma_wait<1>();  // S_t is ready; P_{t-1} V_{t-1} may still run
-    wgmma_fence_operand(acc);
-    softmax(acc, t, pa_cur, alpha_cur);
+    for (int k = 0; k < kBlockN / 32; ++k) {
+      const int i = 16 * k;
+      pa[k][0] = e4m3x2(sc[i + 0], sc[i + 1]) | (e4m3x2(sc[i + 4], sc[i + 5]) << 16);
+      pa[k][1] = e4m3x2(sc[i + 2], sc[i + 3]) | (e4m3x2(sc[i + 6], sc[i + 7]) << 16);
+      pa[k][2] = e4m3x2(sc[i + 8], sc[i + 9]) | (e4m3x2(sc[i + 12], sc[i + 13]) << 16);
+      pa[k][3] = e4m3x2(sc[i + 10], sc[i + 11]) | (e4m3x2(sc[i + 14], sc[i + 15]) << 16);
+    }
+
+    float ob[D / 2];
+    const uint64_t dv = make_smem_desc_kmajor_sw128(sv + s * Smem<D>::kV);
+    wgmma_fence_operand(ob);
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < kBlockN / 32; ++k) wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * k), k > 0);
+    wgmma_commit();
     wgmma_wait<0>();
     wgmma_fence_operand(ob);
-    release(t - 1);
-    accumulate(ob, alpha_prev);
-  };
+    if (tid == 0) mbar_arrive(empty + s);  // this warpgroup is done with K and V of stage s
 
-  if (n_sub > 0) {
-    int32_t acc[kSub / 2];
-    uint32_t pa0[kSub / 32][4], pa1[kSub / 32][4];
-    float ob[D / 2];
-    float alpha0[2], alpha1[2];
-    wait_stage(0);
-    issue_qk(acc, 0);
-    wgmma_wait<0>();
-    wgmma_fence_operand(acc);
-    softmax(acc, 0, pa0, alpha0);
-    int64_t t = 1;
-    for (; t + 1 < n_sub; t += 2) {
-      step(acc, ob, t, pa0, alpha0, pa1, alpha1);
-      step(acc, ob, t + 1, pa1, alpha1, pa0, alpha0);
-    }
-    if (t < n_sub) {  // an even number of sub-blocks: one step left, then P1 is the last
-      step(acc, ob, t, pa0, alpha0, pa1, alpha1);
-      issue_pv(ob, pa1, n_sub - 1);
-      wgmma_wait<0>();
-      wgmma_fence_operand(ob);
-      release(n_sub - 1);
-      accumulate(ob, alpha1);
-    } else {
-      issue_pv(ob, pa0, n_sub - 1);
-      wgmma_wait<0>();
-      wgmma_fence_operand(ob);
-      release(n_sub - 1);
-      accumulate(ob, alpha0);
-    }
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
   }
 
   // Epilogue: row sums over the quad, O * v_scale / l, stores in the caller's layout.

@@ -41,8 +41,8 @@ __all__ = [
 
 ATTENTION_PRECISIONS = ("int8+fp8e4m3", "fp8e4m3", "bf16", "nvfp4")
 LOG2E = 1.4426950408889634
-# Keys per online-softmax step of the FP8-P recipes (the sm90a kernel steps 64 keys).
-P_BLOCK = 64
+# Keys per online-softmax step of the FP8-P recipes (the sm90a kernel steps 128 keys).
+P_BLOCK = 128
 # Score elements per query-row block (B * Hq * rows * Sk); 4M fp64 values = 32 MiB.
 _BLOCK_ELEMS = 1 << 22
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -254,7 +254,7 @@ def attention_int8_fp8(q, k, v, *, layout: str = "BNHD", causal: bool = False,
        (scales [B, H, nblk], one per block of tokens of one head).
     3. S_ij = float32(q_i8_i . k_i8_j, an exact integer dot) * q_scale[blk(i)] * k_scale[blk(j)]
        * sm_scale, evaluated left to right in fp32.
-    4. Online softmax over blocks of 64 keys: m_i = max_{j visible} S_ij, and m_in the running
+    4. Online softmax over blocks of 128 keys: m_i = max_{j visible} S_ij, and m_in the running
        max over key blocks 0..n (the block of key j and those before it). p_ij = exp2((S_ij -
        m_in) * log2(e)) * 448 in [0, 448] (fp32, hidden keys 0); P8 = e4m3_rn_satfinite(p);
        w_ij = exp2((m_in - m_i) * log2(e)); l_i = sum_j p_ij w_ij (fp32, unquantized p).
