@@ -26,6 +26,7 @@ def _compiled(fn):
 
 def _bench_quantizer(op: str, shape, kw: dict, ref_fn, out_bytes_per_elem: float, scale_bytes: int, iters: int):
     """One quantizer case: ac4k vs eager and compiled reference; GB/s over bytes read + written once."""
+    torch._dynamo.reset()  # each case compiles its own reference (one code object, many cases)
     x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
     compiled_ref = _compiled(lambda t: tuple(v for v in ref_fn(t)[:3] if v is not None))
     nbytes = int(x.numel() * (2 + out_bytes_per_elem)) + scale_bytes
@@ -37,15 +38,15 @@ def _bench_quantizer(op: str, shape, kw: dict, ref_fn, out_bytes_per_elem: float
     try:
         compiled_ref(x)
     except Exception as e:  # an anchor that does not compile is reported, not fatal
-        print(f"torch.compile of the reference failed for {op} {kw}: {type(e).__name__}: {str(e)[:200]}")
+        print(f"torch.compile of the reference failed for {op or kw}: {type(e).__name__}: {str(e)[:200]}")
         del impls["torch.compile (reference)"]
     q = ac4k_kernel.quantize(x, **kw)
     want = ref_fn(x)
     exact = all(torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
                 for a, b in zip((q.values, q.scales), (want.values, want.scales)))
     times = {name: time_cuda(fn, warmup=10, iters=iters) for name, fn in impls.items()}
-    desc = " ".join(f"{k}={v}" for k, v in kw.items() if k != "precision")
-    rows = [{"op": f"quantize {kw['precision']} {desc}".strip(), "shape": "x".join(map(str, shape)) + " bf16",
+    desc = " ".join(f"{k}={v}" for k, v in kw.items() if k not in ("precision", "global_scale"))
+    rows = [{"op": op or f"quantize {kw['precision']} {desc}".strip(), "shape": "x".join(map(str, shape)) + " bf16",
              "impl": name, "ms": ms, "bytes": nbytes, "gbs": nbytes / ms / 1e6, "vs_ours": ms / times["ac4k"],
              "bitexact_vs_eager_ref": exact} for name, ms in times.items()]
     del x
@@ -78,13 +79,11 @@ def bench_quantize(iters: int):
     ]
     rows = []
     for shape, kw, fn, ob, sb in cases:
-        rows += _bench_quantizer(kw["precision"], shape, kw, fn, ob, sb, iters)
+        rows += _bench_quantizer("", shape, kw, fn, ob, sb, iters)
     # NVFP4 with a given (calibrated) global scale: one pass over x.
     gs = torch.tensor([0.01], device="cuda")
-    rows += _bench_quantizer("nvfp4", ACT, dict(precision="nvfp4", global_scale=gs),
+    rows += _bench_quantizer("quantize nvfp4 given global_scale", ACT, dict(precision="nvfp4", global_scale=gs),
                              lambda t: r.quantize_nvfp4(t, "plain", gs), 0.5 + 1 / 16, 4, iters)
-    for row in rows[-3:]:
-        row["op"] = "quantize nvfp4 given global_scale"
     return rows
 
 
