@@ -238,6 +238,15 @@ std::vector<int64_t> nvfp4_scale_shape(const at::Tensor& x, bool swizzled) {
   return {(leading_rows(x) + 127) / 128 * 128, (s.back() + 3) / 4 * 4};
 }
 
+// Packed E2M1 values [..., K / 2]; K must be a multiple of 16.
+std::vector<int64_t> nvfp4_value_shape(const at::Tensor& x, const char* op) {
+  TORCH_CHECK(x.size(-1) % 16 == 0, "ac4k::", op, ": the last dim must be a multiple of 16, got ",
+              std::to_string(x.size(-1)));
+  std::vector<int64_t> v(x.sizes().begin(), x.sizes().end());
+  v.back() /= 2;
+  return v;
+}
+
 bool parse_scale_layout(const std::string& l, const char* op) {
   TORCH_CHECK(l == "plain" || l == "swizzled", "ac4k::", op, ": scale_layout must be plain or swizzled, got '", l, "'");
   return l == "swizzled";
@@ -248,11 +257,7 @@ void quantize_nvfp4_out(const at::Tensor& x, const std::string& scale_layout, co
   const char* op = "quantize_nvfp4";
   check_half_input(x, op, "x");
   const bool swizzled = parse_scale_layout(scale_layout, op);
-  TORCH_CHECK(x.size(-1) % 16 == 0, "ac4k::", op, ": the last dim must be a multiple of 16, got ",
-              std::to_string(x.size(-1)));
-  std::vector<int64_t> vshape(x.sizes().begin(), x.sizes().end());
-  vshape.back() /= 2;
-  check_output(out, at::kByte, vshape, x, op, "out");
+  check_output(out, at::kByte, nvfp4_value_shape(x, op), x, op, "out");
   check_output(scales, at::kFloat8_e4m3fn, nvfp4_scale_shape(x, swizzled), x, op, "scales");
   check_output(global_scale, at::kFloat, {}, x, op, "global_scale");
   if (gs_in.has_value()) {
@@ -290,11 +295,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_nvfp4(const at::Tensor& 
   const char* op = "quantize_nvfp4";
   check_half_input(x, op, "x");
   const bool swizzled = parse_scale_layout(scale_layout, op);
-  TORCH_CHECK(x.size(-1) % 16 == 0, "ac4k::", op, ": the last dim must be a multiple of 16, got ",
-              std::to_string(x.size(-1)));
-  std::vector<int64_t> vshape(x.sizes().begin(), x.sizes().end());
-  vshape.back() /= 2;
-  at::Tensor out = at::empty(vshape, x.options().dtype(at::kByte));
+  at::Tensor out = at::empty(nvfp4_value_shape(x, op), x.options().dtype(at::kByte));
   at::Tensor scales = at::empty(nvfp4_scale_shape(x, swizzled), x.options().dtype(at::kFloat8_e4m3fn));
   at::Tensor gs = at::empty({}, x.options().dtype(at::kFloat));
   quantize_nvfp4_out(x, scale_layout, global_scale, out, scales, gs);
