@@ -39,14 +39,17 @@ if has build; then
   fi
 fi
 has test && stage test python3 -m pytest tests/gpu -q -rs ${PYTEST_ARGS:-}
-# torch.compile under the sanitizer takes minutes and checks nothing of ours: leave it out there.
+# torch.compile and the fp64 S=8192 reference under the sanitizer take minutes and check nothing of
+# ours: leave them out there. racecheck on one attention case (shared memory of the TMA pipeline).
 has sanitize && stage sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --target-processes all \
-  python3 -m pytest tests/gpu -q -k "not compile" -x ${PYTEST_ARGS:-}
+  python3 -m pytest tests/gpu -q -k "not compile and not s8192" -x ${PYTEST_ARGS:-}
+has sanitize && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
+  python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
 has bench && stage bench python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 has main && stage main python3 -m ac4k_kernel
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${status[@]}" | tee -a "$LOG"
-grep -E "passed|failed|ERROR SUMMARY" "$OUT"/test.log "$OUT"/sanitize.log 2>/dev/null | tail -4
+grep -E "passed|failed|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/test.log "$OUT"/sanitize.log "$OUT"/racecheck.log 2>/dev/null | tail -6
 [ -f "$OUT/bench.log" ] && sed -n '/^op /,$p' "$OUT/bench.log"
 true
