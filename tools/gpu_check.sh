@@ -34,8 +34,8 @@ if has build; then
   stage build python3 -m pip install --no-build-isolation --no-deps --no-index -v -e . || { echo "BUILD FAILED"; tail -50 "$OUT/build.log"; exit 1; }
   so=$(python3 -c 'import ac4k_kernel._cuda_ops as m; print(m.__file__)')
   if command -v cuobjdump > /dev/null; then
-    cuobjdump --dump-sass "$so" > "$OUT/sass.txt" 2>&1
-    python3 tools/sass_summary.py "$OUT/sass.txt" | tee -a "$LOG"
+    cuobjdump --dump-sass "$so" > /tmp/ac4k_sass.txt 2>&1  # large: only its summary goes to $OUT
+    python3 tools/sass_summary.py /tmp/ac4k_sass.txt | tee -a "$LOG"
   fi
 fi
 has test && stage test python3 -m pytest tests/gpu -q -rs ${PYTEST_ARGS:-}
