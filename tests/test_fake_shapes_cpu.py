@@ -1,0 +1,89 @@
+"""The fake (meta) kernels that torch.compile traces with, checked on the CPU through FakeTensorMode
+(fake CUDA tensors need no GPU): shapes and dtypes of every op's outputs, in both layouts, and the
+attention wrapper's argument checks on CUDA-placed tensors."""
+import pytest
+import torch
+
+import ac4k_kernel
+from ac4k_kernel import reference as ref
+
+pytestmark = pytest.mark.skipif(ac4k_kernel.get_arch() is None, reason="needs the built extension")
+
+
+@pytest.fixture
+def fake():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    mode = FakeTensorMode()
+    with mode:
+        try:
+            torch.empty(1, device="cuda")
+        except Exception as e:  # pragma: no cover - depends on the torch build
+            pytest.skip(f"FakeTensorMode cannot make a CUDA tensor here: {e}")
+    return mode
+
+
+def _cuda(*shape, dtype=torch.bfloat16):
+    return torch.empty(*shape, dtype=dtype, device="cuda")
+
+
+@pytest.mark.parametrize("precision,qdtype", [("int8", torch.int8), ("fp8e4m3", torch.float8_e4m3fn)])
+@pytest.mark.parametrize("granularity,layout,want", [
+    ("per_token", "BNHD", (2, 130, 3)), ("per_block", "BNHD", (2, 3, 3)), ("per_block", "BHND", (2, 130, 1)),
+    ("per_channel", "BNHD", (2, 3, 64)), ("per_channel", "BHND", (2, 130, 64))])
+def test_quantize_8bit_fake_shapes(fake, precision, qdtype, granularity, layout, want):
+    with fake:
+        x = _cuda(2, 130, 3, 64)
+        q = ac4k_kernel.quantize(x, precision=precision, granularity=granularity, block_size=64, layout=layout)
+    assert q.values.shape == x.shape and q.values.dtype == qdtype
+    assert tuple(q.scales.shape) == want and q.scales.dtype == torch.float32
+    # the reference agrees on the scale shape
+    assert tuple(ref.quantize(torch.randn(2, 130, 3, 64), precision, granularity, 64, layout=layout).scales.shape) == want
+
+
+@pytest.mark.parametrize("scale_layout,want", [("plain", (3, 200, 8)), ("swizzled", (640, 8))])
+def test_quantize_nvfp4_fake_shapes(fake, scale_layout, want):
+    with fake:
+        q = ac4k_kernel.quantize(_cuda(3, 200, 128), precision="nvfp4", scale_layout=scale_layout)
+    assert q.values.shape == (3, 200, 64) and q.values.dtype == torch.uint8
+    assert tuple(q.scales.shape) == want and q.scales.dtype == torch.float8_e4m3fn
+    assert q.global_scale.shape == () and q.global_scale.dtype == torch.float32
+    assert (q.granularity, q.block_size, q.scale_layout) == ("per_block", 16, scale_layout)
+    assert tuple(ref.quantize_nvfp4(torch.randn(3, 200, 128), scale_layout).scales.shape) == want
+
+
+@pytest.mark.parametrize("layout", ["BNHD", "BHND"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_attention_fake_shapes(fake, layout, dtype):
+    def mk(S, H):
+        return _cuda(2, S, H, 128, dtype=dtype) if layout == "BNHD" else _cuda(2, H, S, 128, dtype=dtype)
+
+    with fake:
+        q, k, v = mk(300, 8), mk(77, 2), mk(77, 2)
+        o, lse = ac4k_kernel.attention(q, k, v, layout=layout, causal=True, return_lse=True)
+        o2 = ac4k_kernel.attention(q, k, v, layout=layout, out=torch.empty_like(q))
+        parts = torch.ops.ac4k.quantize_attention_inputs(q, k, v, layout)
+    assert o.shape == q.shape and o.dtype == dtype and o2.shape == q.shape
+    assert lse.shape == (2, 8, 300) and lse.dtype == torch.float32
+    shapes = [tuple(t.shape) for t in parts]
+    kv = (2, 77, 2, 128) if layout == "BNHD" else (2, 2, 77, 128)
+    assert shapes == [tuple(q.shape), (2, 8, 19), kv, (2, 2, 2), (2, 2, 128), (2, 2, 128, 128), (2, 2, 128)]
+    assert parts[5].dtype == torch.float8_e4m3fn and parts[0].dtype == torch.int8
+
+
+def test_attention_argument_checks_on_cuda_tensors(fake):
+    with fake:
+        q = _cuda(1, 64, 4, 128)
+        with pytest.raises(ValueError, match="head dim"):
+            ac4k_kernel.attention(_cuda(1, 64, 4, 96), _cuda(1, 64, 4, 96), _cuda(1, 64, 4, 96))
+        with pytest.raises(ValueError, match="multiple of k/v heads"):
+            ac4k_kernel.attention(q, _cuda(1, 64, 3, 128), _cuda(1, 64, 3, 128))
+        with pytest.raises(TypeError, match="dtype"):
+            ac4k_kernel.attention(q, _cuda(1, 64, 4, 128, dtype=torch.float16), q)
+        with pytest.raises(ValueError, match="same shape"):
+            ac4k_kernel.attention(q, q, _cuda(1, 65, 4, 128))
+        with pytest.raises(ValueError, match="at least one token"):
+            ac4k_kernel.attention(q, _cuda(1, 0, 4, 128), _cuda(1, 0, 4, 128))
+        with pytest.raises(ValueError, match="batch"):
+            ac4k_kernel.attention(q, _cuda(2, 64, 4, 128), _cuda(2, 64, 4, 128))
+        with pytest.raises(ValueError, match="out must be"):
+            ac4k_kernel.attention(q, q, q, out=_cuda(1, 64, 4, 64))
