@@ -28,8 +28,9 @@ _lock = threading.Lock()
 _state = {"original": None, "precision": None, "routed": 0, "passed": 0, "reasons": Counter()}
 
 
-def _pass_reason(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa) -> Optional[str]:
-    """Why a call must go to the original SDPA, or None when attention() computes it."""
+def pass_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa, layout="BHND") -> Optional[str]:
+    """Why an attention call must go to the original implementation, or None when attention()
+    computes it. layout: "BHND" (SDPA) or "BNHD" (flash-attn, diffusers' dispatcher)."""
     if attn_mask is not None:
         return "attn_mask"
     if dropout_p:
@@ -47,12 +48,13 @@ def _pass_reason(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa) ->
     D = q.shape[-1]
     if D not in HEAD_DIMS or k.shape[-1] != D or v.shape[-1] != D:
         return "head dim"
-    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2] < 1:
+    s_ax, h_ax = (2, 1) if layout == "BHND" else (1, 2)
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[s_ax] < 1:
         return "shapes"
-    Hq, Hkv = q.shape[1], k.shape[1]
+    Hq, Hkv = q.shape[h_ax], k.shape[h_ax]
     if Hq != Hkv and not (enable_gqa and Hkv > 0 and Hq % Hkv == 0):
         return "heads"
-    if is_causal and q.shape[2] != k.shape[2]:
+    if is_causal and q.shape[s_ax] != k.shape[s_ax]:
         return "causal with Sq != Sk"  # SDPA aligns the mask top-left, attention() bottom-right
     if any(t.stride(-1) != 1 for t in (q, k, v)):
         return "last dim not contiguous"
@@ -60,7 +62,7 @@ def _pass_reason(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa) ->
 
 
 def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    reason = _pass_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    reason = pass_reason(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
     if reason is None:
         _state["routed"] += 1
         return attention(query, key, value, layout="BHND", precision=_state["precision"], causal=is_causal,

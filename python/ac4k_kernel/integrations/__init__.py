@@ -1,0 +1,1 @@
+"""Integrations with model libraries; each is optional and imports its library lazily."""
