@@ -10,18 +10,6 @@ from ac4k_kernel import reference as ref
 pytestmark = pytest.mark.skipif(ac4k_kernel.get_arch() is None, reason="needs the built extension")
 
 
-@pytest.fixture
-def fake():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    mode = FakeTensorMode()
-    with mode:
-        try:
-            torch.empty(1, device="cuda")
-        except Exception as e:  # pragma: no cover - depends on the torch build
-            pytest.skip(f"FakeTensorMode cannot make a CUDA tensor here: {e}")
-    return mode
-
-
 def _cuda(*shape, dtype=torch.bfloat16):
     return torch.empty(*shape, dtype=dtype, device="cuda")
 

@@ -29,18 +29,6 @@ def spy(monkeypatch):
     assert F.scaled_dot_product_attention is original
 
 
-@pytest.fixture
-def fake():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    mode = FakeTensorMode()
-    with mode:
-        try:
-            torch.empty(1, device="cuda")
-        except Exception as e:  # pragma: no cover
-            pytest.skip(f"FakeTensorMode cannot make a CUDA tensor here: {e}")
-    return mode
-
-
 def _t(B, H, S, D, dtype=torch.bfloat16, device="cuda"):
     return torch.empty(B, H, S, D, dtype=dtype, device=device)
 
