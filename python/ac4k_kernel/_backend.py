@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-import torch  # noqa: F401  (loads libc10/libtorch, which the compiled module links against)
+import torch  # loads libc10/libtorch, which the compiled module links against)
 
 _ARCH_CAPABILITY = {"sm80": (8, 0), "sm86": (8, 6), "sm89": (8, 9), "sm90a": (9, 0), "sm100": (10, 0),
                     "sm120": (12, 0)}
@@ -40,8 +40,7 @@ def check_gpu_matches(torch_mod=None) -> None:
     """Raise if a visible GPU has another compute capability than the compiled arch."""
     if _C is None:
         return
-    if torch_mod is None:
-        import torch as torch_mod
+    torch_mod = torch_mod or torch
     if not torch_mod.cuda.is_available():
         return
     arch = get_arch()

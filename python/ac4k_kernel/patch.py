@@ -24,8 +24,33 @@ import torch.nn.functional as F
 from .ops.attention import DEFAULT_PRECISION, HEAD_DIMS, _OP, attention
 from ._backend import available_ops
 
+
+
+class RouteCounts:
+    """Calls routed to attention() and passed to the original, with the reasons for passing."""
+
+    def __init__(self):
+        self.routed, self.passed, self.reasons = 0, 0, Counter()
+
+    def record(self, reason: Optional[str]) -> bool:
+        """Counts one call; True when it is routed (reason is None)."""
+        if reason is None:
+            self.routed += 1
+            return True
+        self.passed += 1
+        self.reasons[reason] += 1
+        return False
+
+    def snapshot(self, reset: bool = False) -> dict:
+        out = {"routed": self.routed, "passed": self.passed, "reasons": dict(self.reasons)}
+        if reset:
+            self.__init__()
+        return out
+
+
 _lock = threading.Lock()
-_state = {"original": None, "precision": None, "routed": 0, "passed": 0, "reasons": Counter()}
+_state = {"original": None, "precision": None}
+_counts = RouteCounts()
 
 
 def pass_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa, layout="BHND") -> Optional[str]:
@@ -62,13 +87,9 @@ def pass_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa, layout="BH
 
 
 def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    reason = pass_reason(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-    if reason is None:
-        _state["routed"] += 1
+    if _counts.record(pass_reason(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)):
         return attention(query, key, value, layout="BHND", precision=_state["precision"], causal=is_causal,
                          sm_scale=scale)
-    _state["passed"] += 1
-    _state["reasons"][reason] += 1
     kwargs = {"enable_gqa": enable_gqa} if enable_gqa else {}
     return _state["original"](query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                               scale=scale, **kwargs)
@@ -112,9 +133,4 @@ def sdpa_patched(precision: str = DEFAULT_PRECISION):
 
 def sdpa_patch_stats(reset: bool = False) -> dict:
     """Routed and passed-through call counts since the last reset, with the reasons for passing."""
-    stats = {"patched": _state["original"] is not None, "precision": _state["precision"], "routed": _state["routed"],
-             "passed": _state["passed"], "reasons": dict(_state["reasons"])}
-    if reset:
-        _state["routed"] = _state["passed"] = 0
-        _state["reasons"].clear()
-    return stats
+    return {"patched": _state["original"] is not None, "precision": _state["precision"], **_counts.snapshot(reset)}

@@ -18,10 +18,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-from collections import Counter
 
 from ..ops.attention import DEFAULT_PRECISION, _OP, attention
-from ..patch import pass_reason
+from ..patch import RouteCounts, pass_reason
 from .._backend import available_ops
 
 try:
@@ -34,8 +33,8 @@ _MODEL_MODULES = ("diffusers.models.transformers.transformer_wan",
                   "diffusers.models.transformers.transformer_hunyuan_video",
                   "diffusers.models.transformers.cogvideox_transformer_3d")
 
-_state = {"original": None, "patched": [], "precision": DEFAULT_PRECISION, "routed": 0, "passed": 0,
-          "reasons": Counter()}
+_state = {"original": None, "patched": [], "precision": DEFAULT_PRECISION}
+_counts = RouteCounts()
 
 
 def _dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
@@ -43,12 +42,9 @@ def _dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     reason = pass_reason(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa, layout="BNHD")
     if reason is None and (attention_kwargs or parallel_config is not None):
         reason = "attention_kwargs / parallel_config"
-    if reason is None:
-        _state["routed"] += 1
+    if _counts.record(reason):
         return attention(query, key, value, layout="BNHD", precision=_state["precision"], causal=is_causal,
                          sm_scale=scale)
-    _state["passed"] += 1
-    _state["reasons"][reason] += 1
     return _state["original"](query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                               scale=scale, enable_gqa=enable_gqa, attention_kwargs=attention_kwargs,
                               backend=backend, parallel_config=parallel_config)
@@ -94,9 +90,4 @@ def enabled(precision: str = DEFAULT_PRECISION):
 
 
 def stats(reset: bool = False) -> dict:
-    out = {"enabled": bool(_state["patched"]), "routed": _state["routed"], "passed": _state["passed"],
-           "reasons": dict(_state["reasons"])}
-    if reset:
-        _state["routed"] = _state["passed"] = 0
-        _state["reasons"].clear()
-    return out
+    return {"enabled": bool(_state["patched"]), **_counts.snapshot(reset)}
