@@ -88,11 +88,30 @@ def bench_quantize(iters: int):
 
 
 def _sage():
+    """SageAttention2's sm90 path when importable (built on the device in the bench call, never
+    shipped here): the whole call, and its kernel fed by its own quantizers (default per_thread)."""
     try:
-        from sageattention import sageattn_qk_int8_pv_fp8_cuda  # SageAttention2's sm90 kernel
-        return sageattn_qk_int8_pv_fp8_cuda
-    except Exception:
+        from sageattention import sageattn_qk_int8_pv_fp8_cuda_sm90 as whole
+        from sageattention import sm90_compile
+        from sageattention.quant import per_channel_fp8
+        from sageattention.triton.quant_per_thread import per_thread_int8
+    except Exception as e:
+        print(f"SageAttention2 not importable: {type(e).__name__}: {str(e)[:150]}")
         return None
+
+    def kernel_only(q, k, v):  # NHD; the steps of whole() before its kernel, done once
+        km = k.mean(dim=1, keepdim=True)
+        q8, qs, k8, ks = per_thread_int8(q, k, km, tensor_layout="NHD", BLKQ=64, WARPQ=16, BLKK=128, WARPK=128)
+        pad = (-k.size(1)) % 128
+        if pad:
+            v = torch.cat([v, v.new_zeros(v.size(0), pad, v.size(2), v.size(3))], dim=1)
+        v8, vs, _ = per_channel_fp8(v, tensor_layout="NHD", smooth_v=False)
+        o = torch.empty_like(q)
+        scale = q.size(-1) ** -0.5
+        return lambda: sm90_compile.qk_int8_sv_f8_accum_f32_fuse_v_scale_attn_inst_buf(
+            q8, k8, v8, o, qs, ks, vs, 0, 0, 3, scale, 0)
+
+    return whole, kernel_only
 
 
 def bench_attention(iters: int):
@@ -128,8 +147,12 @@ def bench_attention(iters: int):
             "SDPA cuDNN (bf16)": sdpa(SDPBackend.CUDNN_ATTENTION),
         }
         if sage is not None:
-            impls["SageAttention2 sm90 whole call"] = lambda: sage(q, k, v, tensor_layout="NHD", is_causal=False,
-                                                                   pv_accum_dtype="fp32+fp32")
+            impls["Sage2 sm90 whole call"] = lambda: sage[0](q, k, v, tensor_layout="NHD", is_causal=False,
+                                                             pv_accum_dtype="fp32+fp32")
+            try:
+                impls["Sage2 sm90 kernel only"] = sage[1](q, k, v)
+            except Exception as e:
+                print(f"Sage2 kernel-only setup at Sq={Sq} Sk={Sk} D={D}: {type(e).__name__}: {str(e)[:150]}")
         times = {}
         for name, fn in impls.items():
             try:
@@ -149,7 +172,34 @@ def bench_attention(iters: int):
     return rows
 
 
-BENCHES = {"quantize": bench_quantize, "attention": bench_attention}
+def bench_accuracy(iters: int):
+    """Accuracy against fp64 attention (B=1, H=4, S=8192, D=128, BNHD): randn q, k, v, and k with a
+    large per-channel bias (k = randn + 5 c). Ours, SageAttention2 (when importable), SDPA cuDNN."""
+    del iters
+    sage = _sage()
+    rows = []
+    for k_bias in (0.0, 5.0):
+        g = torch.Generator(device="cuda").manual_seed(1)
+        B, S, H, D = 1, 8192, 4, 128
+        q, k, v = (torch.randn(B, S, H, D, device="cuda", generator=g).to(torch.bfloat16) for _ in range(3))
+        if k_bias:
+            k = (k.float() + k_bias * torch.randn(D, device="cuda", generator=g)).to(torch.bfloat16)
+        want = ref.attention_exact(q, k, v).double()
+        outs = {"ac4k int8+fp8e4m3": ac4k_kernel.attention(q, k, v)}
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
+            outs["SDPA cuDNN (bf16)"] = torch.nn.functional.scaled_dot_product_attention(
+                *(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+        if sage is not None:
+            outs["Sage2 sm90"] = sage[0](q, k, v, tensor_layout="NHD", is_causal=False, pv_accum_dtype="fp32+fp32")
+        for name, o in outs.items():
+            o = o.double()
+            rows.append({"op": "accuracy vs fp64", "shape": f"S8192 H4 D128 k_bias={k_bias:g}", "impl": name,
+                         "cos": torch.nn.functional.cosine_similarity(o.flatten(), want.flatten(), dim=0).item(),
+                         "rel_l1": ((o - want).abs().sum() / want.abs().sum()).item()})
+    return rows
+
+
+BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy": bench_accuracy}
 
 
 def main(argv=None) -> int:
@@ -179,6 +229,9 @@ def main(argv=None) -> int:
     print(head)
     print("-" * len(head))
     for r in rows:
+        if "cos" in r:
+            print(f"{r['op']:44} {r['shape']:22} {r['impl']:26} cos {r['cos']:.5f} rel L1 {r['rel_l1']:.4f}")
+            continue
         if "tflops" in r:
             thr = f"{r['tflops']:.0f} TFLOPS"
         elif "gbs" in r:

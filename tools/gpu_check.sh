@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: build the extension, run the GPU tests (and once under compute-sanitizer),
 # the benchmarks and the main command; results under $OUT (default ./results).
-#   STAGES="build test sanitize bench main" bash tools/gpu_check.sh
+#   STAGES="build test sanitize bench main profile" bash tools/gpu_check.sh (default: all but profile)
 # Extra pytest / bench args: PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,13 @@ has sanitize && stage racecheck compute-sanitizer --tool racecheck --error-exitc
   python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
 has bench && stage bench python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 has main && stage main python3 -m ac4k_kernel
+# Nsight Compute on the attention kernels (ours and SageAttention2's when importable), PROFILE_ARGS = "S D".
+if has profile; then
+  stage profile ncu --kernel-name regex:'mha_int8|qk_int8' --launch-count 2 --set full --clock-control none --import-source no \
+    -o "$OUT/attention" -f python3 tools/profile_attention.py ${PROFILE_ARGS:-8192 128}
+  ncu --import "$OUT/attention.ncu-rep" --page details > "$OUT/profile_details.txt" 2>&1
+  ncu --import "$OUT/attention.ncu-rep" --page source --csv --print-source sass > "$OUT/profile_sass.csv" 2>&1
+fi
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${status[@]}" | tee -a "$LOG"

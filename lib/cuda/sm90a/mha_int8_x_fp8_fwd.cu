@@ -2,22 +2,29 @@
 // cores (the SageAttention2 recipe; ac4k_kernel.reference.attention_int8_fp8). Inputs come from
 // the quantizers of quantize_attention_inputs.cu (layouts in types.h).
 //
-// One CTA per (128 query rows, head, batch); 384 threads: warpgroup 0 is the producer (one thread
-// issues TMA loads of Q once and K / V^T per 128-key block into a kStages ring guarded by
-// mbarriers), warpgroups 1 and 2 each own 64 query rows:
-//   S = Q K^T          wgmma m64n128k32 s8, both operands from shared memory (K-major, swizzled)
-//   online softmax     FP32, exp2 with q_scale * k_scale * sm_scale * log2(e) folded in, P scaled
-//                      to [0, 448] by an offset of log2(448) on the running max
-//   O_blk = P V        wgmma m64nDk32 e4m3, P straight from the score registers (the permuted V^T
-//                      layout makes each thread's scores its A fragment), V^T from shared memory
-//   O = O * alpha + O_blk   in FP32 registers: the FP8 wgmma accumulator is narrower than FP32,
-//                      so each block's product is promoted once
+// One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
+// stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
+// interleave their softmax and tensor-core phases by themselves. Thread 0 issues the TMA loads:
+// Q once, K / V^T one 128-key block ahead on mbarriers, refilling a stage once its PV is done.
+// Per key block n, serially:
+//   softmax(S_n)       FP32 online softmax in the log2 domain: row max on the integer scores,
+//                      dequantization and max subtraction in one FFMA, ex2, P to E4M3 offset by
+//                      log2(448); the thread's scores are the PV A fragment (permuted V^T layout)
+//   O_blk = P V        wgmma m64n(D+8)k32 e4m3, A from registers; the 8 extra B rows are E4M3
+//                      ones, so columns D..D+7 return P's row sums (no FADD chain, no shuffles)
+//   O = O * alpha + O_blk   FP32 promotion of the narrower FP8 wgmma accumulator, every block
+//   S_{n+1} = Q K^T    wgmma m64n128k32 s8, both operands from shared memory (K-major, swizzled)
 // Epilogue: O * v_scale[d] / l, stored in the caller's layout with row guards.
+//
+// Measured alternatives (docs/perf-notes.md): two consumer warpgroups with a producer warpgroup,
+// with and without ping-pong and intra-warpgroup overlap, were 8-25% slower: with one or two
+// warps per scheduler the softmax is latency-bound, and the overlap variants spill.
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
 #include <cuda/ptx>
+#include <type_traits>
 
 #include "ac4k_kernel/ops.h"
 #include "common/math.cuh"
@@ -30,19 +37,11 @@ namespace ac4k {
 namespace sm90a {
 namespace {
 
-constexpr int kBlockM = 128;  // query rows per CTA (64 per consumer warpgroup)
+constexpr int kBlockM = 64;   // query rows per CTA: one warpgroup
+constexpr int kStages = 2;    // K / V^T blocks in flight: three CTAs per SM must fit in shared memory
 constexpr int kBlockN = 128;  // keys per step
-constexpr int kStages = 2;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLog2P = 8.807354922057604f;  // log2(448): P in [0, 448] uses the E4M3 range
-
-template <int D>
-struct Smem {
-  static constexpr int kQ = kBlockM * D;  // bytes
-  static constexpr int kK = kBlockN * D;
-  static constexpr int kV = D * kBlockN;
-  static constexpr int kBytes = kQ + kStages * (kK + kV) + 1024 /* barriers */ + 1024 /* alignment */;
-};
 
 __device__ __forceinline__ float ex2(float x) {
   float y;
@@ -57,167 +56,218 @@ __device__ __forceinline__ uint64_t qk_desc(const void* tile) {
   return make_smem_desc(tile, 16, 8 * D, D == 128 ? 1 : 2);
 }
 
+// S = Q K^T for one 128-key block: D/32 k-steps, the first one overwriting acc. The caller fences
+// (wgmma_fence_operand(acc) before, wgmma_fence() once per issue batch) and commits.
 template <int D>
-__global__ void __launch_bounds__(384, 1)
+__device__ __forceinline__ void issue_qk(int32_t (&acc)[kBlockN / 2], uint64_t dq, const uint8_t* k_tile) {
+  const uint64_t dk = qk_desc<D>(k_tile);
+#pragma unroll
+  for (int k = 0; k < D / 32; ++k) wgmma_s8_ss(acc, smem_desc_advance(dq, 32 * k), smem_desc_advance(dk, 32 * k), k > 0);
+}
+
+// Online softmax of one 128-key block, in the log2 domain. acc[i] holds the integer score of row
+// r = (i/2)%2 (row0 + 8r) and key key0 + 8(i/4) + i%2 (key0 = block start + 2*quad); c[i/32] is
+// q_scale * k_scale * sm_scale * log2(e) for its 64-key half. The row max is taken on the integers
+// (exact), so each score costs I2F + one FFMA (dequantize, subtract the max) + ex2; the row sums
+// come from the PV wgmma (add_block).
+// P is offset by log2(448) to use the E4M3 range and packed as the PV A fragments: the thread's
+// scores at columns 2q, 2q+1, 8+2q, 9+2q (+16) are the permuted V^T slots 4q..4q+3 (+16).
+// Masking of one block in 32-bit offsets: the thread's key offset 8(i/4) + i%2 is masked when it is
+// >= key_end (past Sk) or, for row r, > diag + 8r (causal; diag = row0 + Sk - Sq - key0, clamped).
+template <bool kMask>
+__device__ __forceinline__ void softmax_step(int32_t (&acc)[kBlockN / 2], uint32_t (&pa)[kBlockN / 32][4],
+                                             const float (&c)[2], float (&m)[2], float (&alpha)[2],
+                                             int key_end, int diag) {
+  constexpr int32_t kMasked = INT32_MIN;  // |real scores| <= 127 * 127 * D < 2^22
+  if (kMask) {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) {
+      const int key = 8 * (i / 4) + (i % 2);
+      if (key >= key_end || key > diag + 8 * ((i / 2) % 2)) acc[i] = kMasked;
+    }
+  }
+  int32_t im[2][2] = {{kMasked, kMasked}, {kMasked, kMasked}};  // [row][half]
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) im[(i / 2) % 2][i / 32] = max(im[(i / 2) % 2][i / 32], acc[i]);
+  float mo[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = m[r];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      if (!kMask || im[r][hf] != kMasked) mx = fmaxf(mx, float(im[r][hf]) * c[hf]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_use = mx == -INFINITY ? 0.f : mx;  // fully masked so far: p = 0
+    alpha[r] = ex2(m[r] - m_use);
+    mo[r] = m_use - kLog2P;
+    m[r] = mx;
+  }
+  float pf[kBlockN / 2];
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) {
+    const int r = (i / 2) % 2;
+    float x = ex2(fmaf(float(acc[i]), c[i / 32], -mo[r]));
+    if (kMask && acc[i] == kMasked) x = 0.f;
+    pf[i] = x;
+  }
+#pragma unroll
+  for (int k = 0; k < kBlockN / 32; ++k) {
+    const int i = 16 * k;
+    pa[k][0] = e4m3x2(pf[i + 0], pf[i + 1]) | (e4m3x2(pf[i + 4], pf[i + 5]) << 16);
+    pa[k][1] = e4m3x2(pf[i + 2], pf[i + 3]) | (e4m3x2(pf[i + 6], pf[i + 7]) << 16);
+    pa[k][2] = e4m3x2(pf[i + 8], pf[i + 9]) | (e4m3x2(pf[i + 12], pf[i + 13]) << 16);
+    pa[k][3] = e4m3x2(pf[i + 10], pf[i + 11]) | (e4m3x2(pf[i + 14], pf[i + 15]) << 16);
+  }
+}
+
+template <int D>
+struct Smem {
+  static constexpr int kQ = kBlockM * D;
+  static constexpr int kK = kBlockN * D;
+  static constexpr int kVData = D * kBlockN;
+  static constexpr int kV = (D + 8) * kBlockN;
+  // No alignment slack: three CTAs must fit in the SM's 228 KB (the base is checked below).
+  static constexpr int kBytes = kQ + kStages * (kK + kV) + 64 /* barriers */;
+};
+
+template <int D>
+__global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
 mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                       const __grid_constant__ CUtensorMap tm_v, const MhaInt8Fp8Params p) {
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  extern __shared__ __align__(1024) uint8_t smem[];
+  // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
+  // window starts there on sm90 (no static shared memory in this kernel).
+  if ((static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u) != 0) __trap();
   uint8_t* sq = smem;
   uint8_t* sk = sq + Smem<D>::kQ;
   uint8_t* sv = sk + kStages * Smem<D>::kK;
-  uint64_t* bars = reinterpret_cast<uint64_t*>(sv + kStages * Smem<D>::kV);
-  uint64_t* q_full = bars;
-  uint64_t* full = bars + 1;
-  uint64_t* empty = bars + 1 + kStages;
+  uint64_t* q_full = reinterpret_cast<uint64_t*>(sv + kStages * Smem<D>::kV);
+  uint64_t* full = q_full + 1;
 
   const TokenView& qv = p.q_view;
   const TokenView& kv = p.k_view;
   const int m_blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int hkv = int(h / (qv.H / kv.H));
-  const int64_t n_blocks_all = ceil_div(kv.S, kBlockN);
+  const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
   // Causal (bottom-right aligned): query row i sees keys j <= i + Sk - Sq.
-  int64_t n_blocks = n_blocks_all;
+  int n_blocks = n_blocks_all;
   if (p.causal) {
     const int64_t last_key = int64_t(m_blk + 1) * kBlockM - 1 + kv.S - qv.S;
-    n_blocks = last_key < 0 ? 0 : min(n_blocks_all, last_key / kBlockN + 1);
+    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
   }
 
-  if (threadIdx.x == 0) {
+  // The ones rows of every V^T stage (E4M3 1.0 = 0x38; the swizzle moves bytes only within a row).
+  for (int i = threadIdx.x; i < kStages * 8 * kBlockN / 16; i += blockDim.x) {
+    const int stage = i / (8 * kBlockN / 16), off = i % (8 * kBlockN / 16);
+    reinterpret_cast<uint4*>(sv + stage * Smem<D>::kV + Smem<D>::kVData)[off] =
+        make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
+  }
+  fence_proxy_async_shared();
+  const int tid = threadIdx.x;
+  auto load_kv = [&](int n, int stage) {
+    mbar_arrive_expect_tx(full + stage, Smem<D>::kK + Smem<D>::kVData);
+    tma_load_4d(sk + stage * Smem<D>::kK, &tm_k, full + stage, 0, n * kBlockN, hkv, b);
+    tma_load_3d(sv + stage * Smem<D>::kV, &tm_v, full + stage, n * kBlockN, 0, b * int(kv.H) + hkv);
+  };
+  if (tid == 0) {
     mbar_init(q_full, 1);
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(full + s, 1);
-      mbar_init(empty + s, 2);  // one elected thread per consumer warpgroup
-    }
+    for (int s = 0; s < kStages; ++s) mbar_init(full + s, 1);
     fence_barrier_init();
+    if (n_blocks > 0) {
+      tma_prefetch_desc(&tm_q);
+      mbar_arrive_expect_tx(q_full, Smem<D>::kQ);
+      tma_load_4d(sq, &tm_q, q_full, 0, m_blk * kBlockM, h, b);
+      for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
+    }
   }
   __syncthreads();
 
-  const int wg = threadIdx.x / 128;
-  if (wg == 0) {
-    setmaxnreg_dec<24>();
-    if (threadIdx.x == 0) {
-      tma_prefetch_desc(&tm_q);
-      tma_prefetch_desc(&tm_k);
-      tma_prefetch_desc(&tm_v);
-      mbar_arrive_expect_tx(q_full, Smem<D>::kQ);
-      tma_load_4d(sq, &tm_q, q_full, 0, m_blk * kBlockM, h, b);
-      for (int64_t n = 0; n < n_blocks; ++n) {
-        const int s = int(n % kStages);
-        mbar_wait(empty + s, uint32_t((n / kStages) & 1) ^ 1u);
-        mbar_arrive_expect_tx(full + s, Smem<D>::kK + Smem<D>::kV);
-        tma_load_4d(sk + s * Smem<D>::kK, &tm_k, full + s, 0, int32_t(n * kBlockN), hkv, b);
-        tma_load_3d(sv + s * Smem<D>::kV, &tm_v, full + s, int32_t(n * kBlockN), 0, b * int(kv.H) + hkv);
-      }
-    }
-    return;
-  }
-
-  setmaxnreg_inc<240>();
-  const int cw = wg - 1;              // consumer warpgroup: rows cw*64 .. +63 of the tile
-  const int tid = threadIdx.x % 128;  // thread in the warpgroup
   const int warp = tid / 32, lane = tid % 32, quad = lane % 4;
-  const int64_t row0 = int64_t(m_blk) * kBlockM + cw * 64 + warp * 16 + lane / 4;  // and row0 + 8
+  const int64_t row0 = int64_t(m_blk) * kBlockM + warp * 16 + lane / 4;  // and row0 + 8
   // Q scales per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
-  const int64_t q_blk = int64_t(m_blk) * 8 + cw * 4 + warp;
-  const int64_t n_qblk = ceil_div(qv.S, 16), n_kblk = ceil_div(kv.S, 64);
+  const int64_t q_blk = int64_t(m_blk) * 4 + warp;
+  const int64_t n_qblk = ceil_div(qv.S, 16);
+  const int n_kblk = int(ceil_div(kv.S, 64));
   const float q_scale = q_blk < n_qblk ? p.q_scale[(int64_t(b) * qv.H + h) * n_qblk + q_blk] : 0.f;
   const float c_q = q_scale * p.sm_scale * kLog2e;
   const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * n_kblk;
   const int64_t causal_shift = kv.S - qv.S;
+  const int64_t row_first = int64_t(m_blk) * kBlockM;
 
   float o[D / 2];
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  mbar_wait(q_full, 0);
-  const uint64_t dq = qk_desc<D>(sq + cw * 64 * D);
-
-  for (int64_t n = 0; n < n_blocks; ++n) {
-    const int s = int(n % kStages);
-    mbar_wait(full + s, uint32_t((n / kStages) & 1));
-
+  if (n_blocks > 0) {
+    mbar_wait(q_full, 0);
+    const uint64_t dq = qk_desc<D>(sq);
     int32_t acc[kBlockN / 2];
-    const uint64_t dk = qk_desc<D>(sk + s * Smem<D>::kK);
-    wgmma_fence_operand(acc);
-    wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < D / 32; ++k) wgmma_s8_ss(acc, smem_desc_advance(dq, 32 * k), smem_desc_advance(dk, 32 * k), k > 0);
-    wgmma_commit();
+    float ob[D / 2 + 4];
+    float c[2];
+    auto block_c = [&](int n) {
+      c[0] = c_q * k_scale[2 * n];
+      c[1] = 2 * n + 1 < n_kblk ? c_q * k_scale[2 * n + 1] : 0.f;
+    };
+    auto qk = [&](int stage) {
+      wgmma_fence_operand(acc);
+      wgmma_fence();
+      issue_qk<D>(acc, dq, sk + stage * Smem<D>::kK);
+      wgmma_commit();
+    };
+    int stage = 0;
+    uint32_t phase = 0;
+    mbar_wait(full, 0);
+    qk(0);
+    block_c(0);
     wgmma_wait<0>();
     wgmma_fence_operand(acc);
-
-    // Scores in the log2 domain; masked keys (past Sk, or causal) are -inf.
-    const float c[2] = {c_q * k_scale[2 * n], 2 * n + 1 < n_kblk ? c_q * k_scale[2 * n + 1] : 0.f};
-    const int64_t key0 = n * kBlockN + 2 * quad;
-    const bool need_mask = (n + 1) * kBlockN > kv.S || (p.causal && (n + 1) * kBlockN - 1 > row0 - warp * 16 - lane / 4 + causal_shift);
-    float sc[kBlockN / 2];
-#pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) sc[i] = float(acc[i]) * c[i / 32];  // i < 32: keys 0..63
-    if (need_mask) {
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) {
-        const int64_t key = key0 + 8 * (i / 4) + (i % 2);
-        const int64_t row = row0 + 8 * ((i / 2) % 2);
-        if (key >= kv.S || (p.causal && key > row + causal_shift)) sc[i] = -INFINITY;
+    auto step = [&](int n, auto more) {
+      constexpr bool kMore = decltype(more)::value;
+      float alpha[2];
+      uint32_t pa[kBlockN / 32][4];
+      const bool need_mask = int64_t(n + 1) * kBlockN > kv.S ||
+                             (p.causal && int64_t(n + 1) * kBlockN - 1 > row_first + causal_shift);
+      if (need_mask) {
+        const int64_t key0 = int64_t(n) * kBlockN + 2 * quad;
+        const int key_end = int(min(kv.S - key0, int64_t(kBlockN)));
+        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(kBlockN)), int64_t(-kBlockN))) : kBlockN;
+        softmax_step<true>(acc, pa, c, m, alpha, key_end, diag);
+      } else {
+        softmax_step<false>(acc, pa, c, m, alpha, 0, 0);
       }
-    }
-    float mx[2] = {m[0], m[1]};
+      const uint64_t dv = make_smem_desc_kmajor_sw128(sv + stage * Smem<D>::kV);
+      wgmma_fence_operand(ob);
+      wgmma_fence();
 #pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) mx[(i / 2) % 2] = fmaxf(mx[(i / 2) % 2], sc[i]);
-    float alpha[2], mo[2];
+      for (int k = 0; k < kBlockN / 32; ++k) wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * k), k > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operand(ob);
+      if (tid == 0 && n + kStages < n_blocks) load_kv(n + kStages, stage);  // the stage is free
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_use = mx[r] == -INFINITY ? 0.f : mx[r];  // fully masked so far: p = 0
-      alpha[r] = ex2(m[r] - m_use);
-      mo[r] = m_use - kLog2P;
-      m[r] = mx[r];
-    }
-    float ps[2] = {0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) {
-      sc[i] = ex2(sc[i] - mo[(i / 2) % 2]);
-      ps[(i / 2) % 2] += sc[i];
-    }
-    l[0] = l[0] * alpha[0] + ps[0];
-    l[1] = l[1] * alpha[1] + ps[1];
-
-    // P as E4M3 A fragments, one per k32 step (keys 32k..32k+31): the thread's scores at columns
-    // 2q, 2q+1, 8+2q, 9+2q (+16) are exactly the permuted V^T slots 4q..4q+3 (+16).
-    uint32_t pa[kBlockN / 32][4];
-#pragma unroll
-    for (int k = 0; k < kBlockN / 32; ++k) {
-      const int i = 16 * k;
-      pa[k][0] = e4m3x2(sc[i + 0], sc[i + 1]) | (e4m3x2(sc[i + 4], sc[i + 5]) << 16);
-      pa[k][1] = e4m3x2(sc[i + 2], sc[i + 3]) | (e4m3x2(sc[i + 6], sc[i + 7]) << 16);
-      pa[k][2] = e4m3x2(sc[i + 8], sc[i + 9]) | (e4m3x2(sc[i + 12], sc[i + 13]) << 16);
-      pa[k][3] = e4m3x2(sc[i + 10], sc[i + 11]) | (e4m3x2(sc[i + 14], sc[i + 15]) << 16);
-    }
-
-    float ob[D / 2];
-    const uint64_t dv = make_smem_desc_kmajor_sw128(sv + s * Smem<D>::kV);
-    wgmma_fence_operand(ob);
-    wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < kBlockN / 32; ++k) wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * k), k > 0);
-    wgmma_commit();
-    wgmma_wait<0>();
-    wgmma_fence_operand(ob);
-    if (tid == 0) mbar_arrive(empty + s);  // this warpgroup is done with K and V of stage s
-
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
+      for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
+      l[0] = fmaf(l[0], alpha[0], ob[D / 2]);
+      l[1] = fmaf(l[1], alpha[1], ob[D / 2 + 2]);
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1u;
+      }
+      if (kMore) {
+        mbar_wait(full + stage, phase);
+        qk(stage);
+        block_c(n + 1);
+        wgmma_wait<0>();
+        wgmma_fence_operand(acc);
+      }
+    };
+    for (int n = 0; n + 1 < n_blocks; ++n) step(n, std::true_type{});
+    step(n_blocks - 1, std::false_type{});
   }
 
-  // Epilogue: row sums over the quad, O * v_scale / l, stores in the caller's layout.
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
+  // Epilogue: O * v_scale / l, stores in the caller's layout.
   const float* v_scale = p.v_scale + (int64_t(b) * kv.H + hkv) * D;
   const TokenView& ov = p.o_view;
 #pragma unroll
@@ -245,11 +295,11 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
   }
 }
 
-// Q / K as [B, S, H, D] int8 (any strides; D contiguous): box of 128 tokens x D of one head.
-cudaError_t qk_map(CUtensorMap* map, const void* base, const TokenView& v) {
+// Q / K as [B, S, H, D] int8 (any strides; D contiguous): box of `rows` tokens x D of one head.
+cudaError_t qk_map(CUtensorMap* map, const void* base, const TokenView& v, uint32_t rows) {
   const int64_t dims[4] = {v.D, v.S, v.H, v.B};
   const int64_t strides[4] = {1, v.stride_s, v.stride_h, v.stride_b};
-  const uint32_t box[4] = {uint32_t(v.D), 128, 1, 1};
+  const uint32_t box[4] = {uint32_t(v.D), rows, 1, 1};
   return encode_tensor_map(map, base, ScalarType::Int8, 4, dims, strides, box,
                            v.D == 128 ? TmaSwizzle::B128 : TmaSwizzle::B64);
 }
@@ -257,8 +307,8 @@ cudaError_t qk_map(CUtensorMap* map, const void* base, const TokenView& v) {
 template <int D>
 cudaError_t launch(const MhaInt8Fp8Params& p, cudaStream_t stream) {
   CUtensorMap tq, tk, tv;
-  cudaError_t err = qk_map(&tq, p.q, p.q_view);
-  if (err == cudaSuccess) err = qk_map(&tk, p.k, p.k_view);
+  cudaError_t err = qk_map(&tq, p.q, p.q_view, kBlockM);
+  if (err == cudaSuccess) err = qk_map(&tk, p.k, p.k_view, kBlockN);
   if (err == cudaSuccess) {
     const int64_t dims[3] = {p.sk_pad, D, p.k_view.B * p.k_view.H};
     const int64_t strides[3] = {1, p.sk_pad, D * p.sk_pad};
@@ -270,7 +320,7 @@ cudaError_t launch(const MhaInt8Fp8Params& p, cudaStream_t stream) {
   err = cudaFuncSetAttribute(mha_int8_x_fp8_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
-  mha_int8_x_fp8_kernel<D><<<grid, 384, smem, stream>>>(tq, tk, tv, p);
+  mha_int8_x_fp8_kernel<D><<<grid, 128, smem, stream>>>(tq, tk, tv, p);
   return last_launch_error();
 }
 

@@ -101,6 +101,9 @@ __device__ __forceinline__ void wgmma_fence_operand(uint32_t (&d)[K]) {
 #define AC4K_D32 "{" AC4K_P0 "}"
 #define AC4K_D64 "{" AC4K_P0 ", " AC4K_P32 "}"
 #define AC4K_D128 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 "}"
+// N = 72 / 136: D columns plus 8 (the ones rows that give P's row sums, see mha_int8_x_fp8_fwd.cu).
+#define AC4K_D36 "{" AC4K_P0 ", %32, %33, %34, %35}"
+#define AC4K_D68 "{" AC4K_P0 ", " AC4K_P32 ", %64, %65, %66, %67}"
 
 // Operand lists "+r"(d[0]), ... with constraint c.
 #define AC4K_X8(c, d, i) c(d[i]), c(d[i + 1]), c(d[i + 2]), c(d[i + 3]), \
@@ -111,6 +114,8 @@ __device__ __forceinline__ void wgmma_fence_operand(uint32_t (&d)[K]) {
 #define AC4K_OPS64(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32)
 #define AC4K_OPS128(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X32(c, d, 64), \
   AC4K_X32(c, d, 96)
+#define AC4K_OPS36(c, d) AC4K_X32(c, d, 0), c(d[32]), c(d[33]), c(d[34]), c(d[35])
+#define AC4K_OPS68(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), c(d[64]), c(d[65]), c(d[66]), c(d[67])
 #define AC4K_SETP(i) "{\n.reg .pred p;\nsetp.ne.b32 p, " i ", 0;\n"
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, int8 x int8 -> int32; A and B K-major in smem.
@@ -139,6 +144,8 @@ AC4K_WGMMA_S8_SS(128, 256, "%128", "%129", "%130")
   }
 AC4K_WGMMA_E4M3_RS(32, 64, "{%32, %33, %34, %35}", "%36", "%37")
 AC4K_WGMMA_E4M3_RS(64, 128, "{%64, %65, %66, %67}", "%68", "%69")
+AC4K_WGMMA_E4M3_RS(36, 72, "{%36, %37, %38, %39}", "%40", "%41")
+AC4K_WGMMA_E4M3_RS(68, 136, "{%68, %69, %70, %71}", "%72", "%73")
 
 // BF16 x BF16 -> f32, k16. kTransB = 1 reads B MN-major (e.g. row-major V), 0 K-major.
 #define AC4K_WGMMA_BF16_SS(NREG, N, A, B, S, T)                                              \
@@ -171,11 +178,15 @@ AC4K_WGMMA_BF16_RS(64, 128, "{%64, %65, %66, %67}", "%68", "%69", "%70")
 #undef AC4K_WGMMA_E4M3_RS
 #undef AC4K_WGMMA_S8_SS
 #undef AC4K_SETP
+#undef AC4K_OPS68
+#undef AC4K_OPS36
 #undef AC4K_OPS128
 #undef AC4K_OPS64
 #undef AC4K_OPS32
 #undef AC4K_X32
 #undef AC4K_X8
+#undef AC4K_D68
+#undef AC4K_D36
 #undef AC4K_D128
 #undef AC4K_D64
 #undef AC4K_D32

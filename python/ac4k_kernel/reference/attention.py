@@ -177,8 +177,8 @@ def _fp8_p_v(p: _Prep, causal: bool, scores: Callable[[int, int], torch.Tensor],
         m_n = torch.where(seen, run, torch.zeros_like(run))
         pr = torch.exp2((s - m_n) * LOG2E) * FP8_E4M3_MAX  # [0, 448]; hidden keys -> 0
         w = torch.where(seen, torch.exp2((m_n - m) * LOG2E), torch.zeros_like(run))
-        l = (pr * w).sum(dim=-1, keepdim=True)
         p8 = _to_e4m3(pr).double() * w.double()
+        l = p8.sum(dim=-1, keepdim=True).float()
         # e4m3 x e4m3 products and their sum are exact in fp64 (up to 2^17 keys): one rounding, to fp32.
         acc = (p8 @ v8).float() * v_scale
         o = _normalize(acc, l)
@@ -257,7 +257,8 @@ def attention_int8_fp8(q, k, v, *, layout: str = "BNHD", causal: bool = False,
     4. Online softmax over blocks of 128 keys: m_i = max_{j visible} S_ij, and m_in the running
        max over key blocks 0..n (the block of key j and those before it). p_ij = exp2((S_ij -
        m_in) * log2(e)) * 448 in [0, 448] (fp32, hidden keys 0); P8 = e4m3_rn_satfinite(p);
-       w_ij = exp2((m_in - m_i) * log2(e)); l_i = sum_j p_ij w_ij (fp32, unquantized p).
+       w_ij = exp2((m_in - m_i) * log2(e)); l_i = sum_j float(P8_ij) w_ij (the quantized p: the
+       kernel sums the same E4M3 values on the tensor cores, so numerator and denominator agree).
     5. v8, v_scale = quantize_fp8(v, "per_channel"): v_scale [B, Hkv, D].
     6. o_id = float32(sum_j float(P8_ij) w_ij * float(v8_jd)) * v_scale[d] / l_i, cast to q's
        dtype. The sum is taken in fp64 and rounded once to fp32.
