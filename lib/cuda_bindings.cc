@@ -11,8 +11,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "ac4k_kernel/ops.h"
 
@@ -314,6 +316,18 @@ void check_attention_input(const at::Tensor& t, const char* op, const char* name
 }
 
 // q, k, v (bf16 / fp16) -> the inputs of mha_int8_x_fp8_fwd (layouts in include/ac4k_kernel/types.h).
+// Three timing-free events per device (fork, K done, V done), made once per thread: recording an
+// event again replaces its previous capture, and the caller's stream waits before any reuse.
+cudaEvent_t* fork_join_events(int device) {
+  thread_local std::vector<std::array<cudaEvent_t, 3>> events;
+  if (static_cast<int>(events.size()) <= device) events.resize(device + 1, {nullptr, nullptr, nullptr});
+  auto& e = events[device];
+  if (e[0] == nullptr) {
+    for (auto& x : e) check_cuda_call(cudaEventCreateWithFlags(&x, cudaEventDisableTiming), "quantize_attention_inputs");
+  }
+  return e.data();
+}
+
 std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                   const std::string& layout) {
   const char* op = "quantize_attention_inputs";
@@ -331,7 +345,6 @@ std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at:
               ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
   TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
 
-  auto [q8, q_scale] = quantize_8bit("quantize_int8", &ac4k::quantize_int8, at::kChar, q, "per_block", 16, layout);
   const auto f32 = q.options().dtype(at::kFloat);
   at::Tensor k8 = at::empty(k.sizes(), q.options().dtype(at::kChar));
   at::Tensor k_scale = at::empty({kv.B, kv.H, (kv.S + 63) / 64}, f32);
@@ -341,7 +354,15 @@ std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at:
   at::Tensor v_scale = at::empty({kv.B, kv.H, kv.D}, f32);
 
   c10::cuda::CUDAGuard guard(q.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  // Q, K and V are independent chains of small kernels: K and V run on two pool streams forked from
+  // (and joined back into) the caller's stream, so that the kernels' tails overlap.
+  const c10::cuda::CUDAStream caller = c10::cuda::getCurrentCUDAStream(q.device().index());
+  const c10::cuda::CUDAStream k_stream = c10::cuda::getStreamFromPool(false, q.device().index());
+  const c10::cuda::CUDAStream v_stream = c10::cuda::getStreamFromPool(false, q.device().index());
+  cudaEvent_t* ev = fork_join_events(q.device().index());
+  check_cuda_call(cudaEventRecord(ev[0], caller.stream()), op);
+  check_cuda_call(cudaStreamWaitEvent(k_stream.stream(), ev[0], 0), op);
+  check_cuda_call(cudaStreamWaitEvent(v_stream.stream(), ev[0], 0), op);
   ac4k::QuantizeKSmoothParams kp;
   kp.k.x = k.data_ptr();
   kp.k.x_dtype = to_ac4k(k.scalar_type());
@@ -352,7 +373,7 @@ std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at:
   kp.k.q = k8.data_ptr();
   kp.k.scales = k_scale.data_ptr<float>();
   kp.k_mean = k_mean.data_ptr<float>();
-  check_cuda_call(ac4k::quantize_k_smooth_int8(kp, stream), op);
+  check_cuda_call(ac4k::quantize_k_smooth_int8(kp, k_stream.stream()), op);
   ac4k::QuantizeVTransposedParams vp;
   vp.v = v.data_ptr();
   vp.v_dtype = to_ac4k(v.scalar_type());
@@ -360,7 +381,12 @@ std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at:
   vp.s_pad = s_pad;
   vp.vt = static_cast<uint8_t*>(vt.data_ptr());
   vp.v_scale = v_scale.data_ptr<float>();
-  check_cuda_call(ac4k::quantize_v_fp8_transposed(vp, stream), op);
+  check_cuda_call(ac4k::quantize_v_fp8_transposed(vp, v_stream.stream()), op);
+  auto [q8, q_scale] = quantize_8bit("quantize_int8", &ac4k::quantize_int8, at::kChar, q, "per_block", 16, layout);
+  check_cuda_call(cudaEventRecord(ev[1], k_stream.stream()), op);
+  check_cuda_call(cudaEventRecord(ev[2], v_stream.stream()), op);
+  check_cuda_call(cudaStreamWaitEvent(caller.stream(), ev[1], 0), op);
+  check_cuda_call(cudaStreamWaitEvent(caller.stream(), ev[2], 0), op);
   return {q8, q_scale, k8, k_scale, k_mean, vt, v_scale};
 }
 
