@@ -406,6 +406,8 @@ at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q8, const at::Tensor& q_scal
   }
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&q_scale, &k8, &k_scale, &vt, &v_scale, &out})
     check_same_device(q8, *t, op, "an input");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(v_scale.data_ptr()) % 8 == 0, "ac4k::", op,
+              ": v_scale must be 8-byte aligned (the kernel reads channel pairs)");
   const ac4k::TokenView qv = token_view(q8, layout, op, "q"), kv = token_view(k8, layout, op, "k");
   TORCH_CHECK(q8.stride(-1) == 1 && k8.stride(-1) == 1, "ac4k::", op, ": q and k need a contiguous last dim");
   TORCH_CHECK(vt.size(0) == kv.B && vt.size(1) == kv.H && vt.size(2) == kv.D && vt.size(3) % 128 == 0 &&

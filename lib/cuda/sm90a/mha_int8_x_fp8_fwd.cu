@@ -268,7 +268,11 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
   }
 
   // Epilogue: O * v_scale / l, stores in the caller's layout.
-  const float* v_scale = p.v_scale + (int64_t(b) * kv.H + hkv) * D;
+  // The thread's channels 8j + 2q, +1: one 8-byte load each, shared by its two rows.
+  const float2* v_scale = reinterpret_cast<const float2*>(p.v_scale + (int64_t(b) * kv.H + hkv) * D) + quad;
+  float2 vs[D / 8];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) vs[j] = v_scale[4 * j];
   const TokenView& ov = p.o_view;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -279,8 +283,8 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) {
       const int d = 8 * j + 2 * quad;
-      const float x0 = o[4 * j + 2 * r] * inv_l * v_scale[d];
-      const float x1 = o[4 * j + 2 * r + 1] * inv_l * v_scale[d + 1];
+      const float x0 = o[4 * j + 2 * r] * inv_l * vs[j].x;
+      const float x1 = o[4 * j + 2 * r + 1] * inv_l * vs[j].y;
       if (p.o_dtype == ScalarType::BFloat16) {
         *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + base + d) = __floats2bfloat162_rn(x0, x1);
       } else {
