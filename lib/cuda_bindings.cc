@@ -315,7 +315,6 @@ void check_attention_input(const at::Tensor& t, const char* op, const char* name
               c10::toString(q.scalar_type()), ", got ", c10::toString(t.scalar_type()));
 }
 
-// q, k, v (bf16 / fp16) -> the inputs of mha_int8_x_fp8_fwd (layouts in include/ac4k_kernel/types.h).
 // Three timing-free events per device (fork, K done, V done), made once per thread: recording an
 // event again replaces its previous capture, and the caller's stream waits before any reuse.
 cudaEvent_t* fork_join_events(int device) {
@@ -328,6 +327,7 @@ cudaEvent_t* fork_join_events(int device) {
   return e.data();
 }
 
+// q, k, v (bf16 / fp16) -> the inputs of mha_int8_x_fp8_fwd (layouts in include/ac4k_kernel/types.h).
 std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                   const std::string& layout) {
   const char* op = "quantize_attention_inputs";
