@@ -9,8 +9,6 @@
 //   d[4j + 2], d[4j + 3]: row 16w + l/4 + 8, same columns
 // A from registers, 8-bit, one k32 step (4 words, low byte = lowest k; r = 16w + l/4):
 //   a[0]: row r, k 4(l%4)..+3   a[1]: row r+8, same k   a[2]/a[3]: rows r/r+8, k 16 + 4(l%4)..+3
-// A from registers, bf16, one k16 step: the same with k pairs, a[0]/a[1] at k 2(l%4)..+1 and
-// a[2]/a[3] at k 8 + 2(l%4)..+1, i.e. accumulator pairs converted to bf16x2 are an A fragment.
 //
 // Rules: accumulators must be statically indexed (templates / unrolled loops) or ptxas
 // serializes the wgmmas (C7515). Issue as
@@ -79,11 +77,6 @@ __device__ __forceinline__ void wgmma_fence_operand(int32_t (&d)[K]) {
 #pragma unroll
   for (int i = 0; i < K; ++i) asm volatile("" : "+r"(d[i]) : : "memory");
 }
-template <int K>
-__device__ __forceinline__ void wgmma_fence_operand(uint32_t (&d)[K]) {
-#pragma unroll
-  for (int i = 0; i < K; ++i) asm volatile("" : "+r"(d[i]) : : "memory");
-}
 
 // ---- instructions ----
 // asm has no symbolic operand names in nvcc, so the operand numbers after the accumulators
@@ -93,14 +86,7 @@ __device__ __forceinline__ void wgmma_fence_operand(uint32_t (&d)[K]) {
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define AC4K_P32 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
   "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-#define AC4K_P64 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, " \
-  "%79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
-  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, " \
-  "%111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, " \
-  "%125, %126, %127"
-#define AC4K_D32 "{" AC4K_P0 "}"
 #define AC4K_D64 "{" AC4K_P0 ", " AC4K_P32 "}"
-#define AC4K_D128 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 "}"
 // N = 72 / 136: D columns plus 8 (the ones rows that give P's row sums, see mha_int8_x_fp8_fwd.cu).
 #define AC4K_D36 "{" AC4K_P0 ", %32, %33, %34, %35}"
 #define AC4K_D68 "{" AC4K_P0 ", " AC4K_P32 ", %64, %65, %66, %67}"
@@ -110,10 +96,7 @@ __device__ __forceinline__ void wgmma_fence_operand(uint32_t (&d)[K]) {
   c(d[i + 4]), c(d[i + 5]), c(d[i + 6]), c(d[i + 7])
 #define AC4K_X32(c, d, i) AC4K_X8(c, d, i), AC4K_X8(c, d, i + 8), AC4K_X8(c, d, i + 16), \
   AC4K_X8(c, d, i + 24)
-#define AC4K_OPS32(c, d) AC4K_X32(c, d, 0)
 #define AC4K_OPS64(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32)
-#define AC4K_OPS128(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X32(c, d, 64), \
-  AC4K_X32(c, d, 96)
 #define AC4K_OPS36(c, d) AC4K_X32(c, d, 0), c(d[32]), c(d[33]), c(d[34]), c(d[35])
 #define AC4K_OPS68(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), c(d[64]), c(d[65]), c(d[66]), c(d[67])
 #define AC4K_SETP(i) "{\n.reg .pred p;\nsetp.ne.b32 p, " i ", 0;\n"
@@ -127,9 +110,7 @@ __device__ __forceinline__ void wgmma_fence_operand(uint32_t (&d)[K]) {
                  : AC4K_OPS##NREG("+r", d)                                                   \
                  : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)));                     \
   }
-AC4K_WGMMA_S8_SS(32, 64, "%32", "%33", "%34")
 AC4K_WGMMA_S8_SS(64, 128, "%64", "%65", "%66")
-AC4K_WGMMA_S8_SS(128, 256, "%128", "%129", "%130")
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, e4m3 x e4m3 -> f32; A in registers (4 words), B
 // K-major in smem. 8-bit wgmma has no transpose: B must be K-major (V^T for P.V).
@@ -142,55 +123,20 @@ AC4K_WGMMA_S8_SS(128, 256, "%128", "%129", "%130")
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc),                  \
                    "r"(uint32_t(accumulate)));                                               \
   }
-AC4K_WGMMA_E4M3_RS(32, 64, "{%32, %33, %34, %35}", "%36", "%37")
-AC4K_WGMMA_E4M3_RS(64, 128, "{%64, %65, %66, %67}", "%68", "%69")
 AC4K_WGMMA_E4M3_RS(36, 72, "{%36, %37, %38, %39}", "%40", "%41")
 AC4K_WGMMA_E4M3_RS(68, 136, "{%68, %69, %70, %71}", "%72", "%73")
 
-// BF16 x BF16 -> f32, k16. kTransB = 1 reads B MN-major (e.g. row-major V), 0 K-major.
-#define AC4K_WGMMA_BF16_SS(NREG, N, A, B, S, T)                                              \
-  template <int kTransB = 0>                                                                 \
-  __device__ __forceinline__ void wgmma_bf16_ss(float (&d)[NREG], uint64_t a_desc,           \
-                                                uint64_t b_desc, bool accumulate) {          \
-    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 "   \
-                 AC4K_D##NREG ", " A ", " B ", p, 1, 1, 0, " T ";\n}"                       \
-                 : AC4K_OPS##NREG("+f", d)                                                   \
-                 : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)), "n"(kTransB));       \
-  }
-AC4K_WGMMA_BF16_SS(32, 64, "%32", "%33", "%34", "%35")
-AC4K_WGMMA_BF16_SS(64, 128, "%64", "%65", "%66", "%67")
-
-#define AC4K_WGMMA_BF16_RS(NREG, N, A, B, S, T)                                              \
-  template <int kTransB = 0>                                                                 \
-  __device__ __forceinline__ void wgmma_bf16_rs(float (&d)[NREG], const uint32_t (&a)[4],    \
-                                                uint64_t b_desc, bool accumulate) {          \
-    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.bf16.bf16 "   \
-                 AC4K_D##NREG ", " A ", " B ", p, 1, 1, " T ";\n}"                          \
-                 : AC4K_OPS##NREG("+f", d)                                                   \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc),                  \
-                   "r"(uint32_t(accumulate)), "n"(kTransB));                                 \
-  }
-AC4K_WGMMA_BF16_RS(32, 64, "{%32, %33, %34, %35}", "%36", "%37", "%38")
-AC4K_WGMMA_BF16_RS(64, 128, "{%64, %65, %66, %67}", "%68", "%69", "%70")
-
-#undef AC4K_WGMMA_BF16_RS
-#undef AC4K_WGMMA_BF16_SS
 #undef AC4K_WGMMA_E4M3_RS
 #undef AC4K_WGMMA_S8_SS
 #undef AC4K_SETP
 #undef AC4K_OPS68
 #undef AC4K_OPS36
-#undef AC4K_OPS128
 #undef AC4K_OPS64
-#undef AC4K_OPS32
 #undef AC4K_X32
 #undef AC4K_X8
 #undef AC4K_D68
 #undef AC4K_D36
-#undef AC4K_D128
 #undef AC4K_D64
-#undef AC4K_D32
-#undef AC4K_P64
 #undef AC4K_P32
 #undef AC4K_P0
 
