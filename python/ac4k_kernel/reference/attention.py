@@ -138,6 +138,23 @@ def _normalize(acc: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     return torch.where(l > 0, acc / torch.where(l > 0, l, torch.ones_like(l)), torch.zeros_like(acc))
 
 
+def _plain_softmax(p: _Prep, causal: bool, dtype: torch.dtype, p_for_pv: Callable[[torch.Tensor], torch.Tensor]):
+    """Unquantized attention in `dtype`: S = (q . k^T) * sm_scale, p = exp(S - m), l from the
+    unrounded p, o = p_for_pv(p) @ v / l, lse = m + log(l)."""
+    qd = p.q.to(dtype)
+    kd = p.kv_heads(p.k.to(dtype))
+    vd = p.kv_heads(p.v.to(dtype))
+
+    def body(i0, i1, vis):
+        s = (qd[:, :, i0:i1] @ kd.transpose(-1, -2)) * p.sm_scale
+        s, m = _masked_max(s, vis)
+        e = torch.exp(s - m)
+        l = e.sum(dim=-1, keepdim=True)
+        return _normalize(p_for_pv(e) @ vd, l), (m + torch.log(l)).squeeze(-1)
+
+    return _run_blocks(p, causal, dtype, body)
+
+
 def _smooth_k(p: _Prep):
     """SageAttention's K smoothing: (k - mean over tokens, per (b, kv head, channel)) in fp32, and
     the per-row lse correction sm_scale * q . k_mean [B, Hq, Sq, 1] fp32.
@@ -199,19 +216,7 @@ def attention_exact(q, k, v, *, layout: str = "BNHD", causal: bool = False,
         lse = log sum_{j visible} exp(S_ij)         (float32)
     """
     p = _Prep(q, k, v, layout, sm_scale)
-    qd = p.q.double()
-    kd = p.kv_heads(p.k.double())
-    vd = p.kv_heads(p.v.double())
-
-    def body(i0, i1, vis):
-        s = (qd[:, :, i0:i1] @ kd.transpose(-1, -2)) * p.sm_scale
-        s, m = _masked_max(s, vis)
-        e = torch.exp(s - m)
-        l = e.sum(dim=-1, keepdim=True)
-        o = _normalize(e @ vd, l)
-        return o, (m + torch.log(l)).squeeze(-1)
-
-    o, lse = _run_blocks(p, causal, torch.float64, body)
+    o, lse = _plain_softmax(p, causal, torch.float64, lambda e: e)
     return p.finish(o, lse, return_lse)
 
 
@@ -228,19 +233,7 @@ def attention_bf16(q, k, v, *, layout: str = "BNHD", causal: bool = False,
     A real kernel uses an online max, so its P rounding differs slightly from this one.
     """
     p = _Prep(q, k, v, layout, sm_scale)
-    qf = p.q.float()
-    kf = p.kv_heads(p.k.float())
-    vf = p.kv_heads(p.v.float())
-
-    def body(i0, i1, vis):
-        s = (qf[:, :, i0:i1] @ kf.transpose(-1, -2)) * p.sm_scale
-        s, m = _masked_max(s, vis)
-        e = torch.exp(s - m)
-        l = e.sum(dim=-1, keepdim=True)
-        o = _normalize(e.to(p.dtype).float() @ vf, l)
-        return o, (m + torch.log(l)).squeeze(-1)
-
-    o, lse = _run_blocks(p, causal, torch.float32, body)
+    o, lse = _plain_softmax(p, causal, torch.float32, lambda e: e.to(p.dtype).float())
     return p.finish(o, lse, return_lse)
 
 
