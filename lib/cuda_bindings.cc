@@ -515,8 +515,8 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
         " Tensor(c!) global_scale_out) -> ()");
   m.def("quantize_attention_inputs(Tensor q, Tensor k, Tensor v, str layout) -> Tensor[]");
-  // rope3d / rope3d_out (above) are registered once their GPU tests have run on a device: until
-  // then ac4k_kernel.rope3d reports that this build lacks the kernel.
+  m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor table) -> Tensor");
+  m.def("rope3d_out(Tensor x, Tensor grid_sizes, Tensor table, Tensor(a!) out) -> ()");
   m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor q_scale, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
         " bool causal, float sm_scale, bool return_lse, bool fp16_out) -> (Tensor, Tensor)");
   m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor q_scale, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
@@ -531,6 +531,8 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_nvfp4", &quantize_nvfp4);
   m.impl("quantize_nvfp4_out", &quantize_nvfp4_out);
   m.impl("quantize_attention_inputs", &quantize_attention_inputs);
+  m.impl("rope3d", &rope3d);
+  m.impl("rope3d_out", &rope3d_out);
   m.impl("mha_int8_x_fp8_fwd", &mha_int8_x_fp8_fwd);
   m.impl("mha_int8_x_fp8_fwd_out", &mha_int8_x_fp8_fwd_out);
 }
