@@ -19,8 +19,6 @@ cudaError_t quantize_nvfp4(const QuantizeNvfp4Params& params, cudaStream_t strea
 // K smoothing fused with INT8 per-128-token-block quantization; V to transposed, permuted FP8.
 cudaError_t quantize_k_smooth_int8(const QuantizeKSmoothParams& params, cudaStream_t stream);
 cudaError_t quantize_v_fp8_transposed(const QuantizeVTransposedParams& params, cudaStream_t stream);
-// Wan's 3D rotary embedding; reference.rope3d.
-cudaError_t rope3d(const Rope3dParams& params, cudaStream_t stream);
 // Attention, QK^T in INT8 and PV in FP8 (quantized inputs above); reference.attention_int8_fp8.
 cudaError_t mha_int8_x_fp8_fwd(const MhaInt8Fp8Params& params, cudaStream_t stream);
 
