@@ -205,6 +205,24 @@ def _fp8_p_v(p: _Prep, causal: bool, scores: Callable[[int, int], torch.Tensor],
     return _run_blocks(p, causal, torch.float32, body)
 
 
+def _quantized_qk(p: _Prep, causal: bool, quantize: Callable, q_block: int, k_block: int):
+    """Steps 1-3 of the 8-bit recipes (K smoothed, Q and K quantized per block of tokens by
+    `quantize`, scores dequantized in fp32 from the exact dot), then steps 4-6 (_fp8_p_v)."""
+    k_s, corr = _smooth_k(p)
+    qq = quantize(p.q, "per_block", q_block, "BHND")
+    kq = quantize(k_s, "per_block", k_block, "BHND")
+    qv = qq.values.double()
+    kv = p.kv_heads(kq.values.double()).transpose(-1, -2)
+    qs = _per_token(qq.scales, q_block, p.Sq).unsqueeze(-1)  # [B, Hq, Sq, 1]
+    ks = p.kv_heads(_per_token(kq.scales, k_block, p.Sk)).unsqueeze(-2)  # [B, Hq, 1, Sk]
+
+    def scores(i0, i1):
+        dot = (qv[:, :, i0:i1] @ kv).float()  # int8: |dot| <= 127^2 * D; e4m3: summed in fp64
+        return dot * qs[:, :, i0:i1] * ks * p.sm_scale
+
+    return _fp8_p_v(p, causal, scores, corr)
+
+
 # --------------------------------------------------------------------------- recipes
 
 def attention_exact(q, k, v, *, layout: str = "BNHD", causal: bool = False,
@@ -263,19 +281,7 @@ def attention_int8_fp8(q, k, v, *, layout: str = "BNHD", causal: bool = False,
     reference to a relative L1 error (sum|o - ref| / sum|ref|) <= 0.005.
     """
     p = _Prep(q, k, v, layout, sm_scale)
-    k_s, corr = _smooth_k(p)
-    qq = quantize_int8(p.q, "per_block", q_block, "BHND")
-    kq = quantize_int8(k_s, "per_block", k_block, "BHND")
-    qi = qq.values.double()
-    ki = p.kv_heads(kq.values.double()).transpose(-1, -2)
-    qs = _per_token(qq.scales, q_block, p.Sq).unsqueeze(-1)  # [B, Hq, Sq, 1]
-    ks = p.kv_heads(_per_token(kq.scales, k_block, p.Sk)).unsqueeze(-2)  # [B, Hq, 1, Sk]
-
-    def scores(i0, i1):
-        dot = (qi[:, :, i0:i1] @ ki).float()  # |dot| <= 127^2 * D: exact
-        return dot * qs[:, :, i0:i1] * ks * p.sm_scale
-
-    o, lse = _fp8_p_v(p, causal, scores, corr)
+    o, lse = _quantized_qk(p, causal, quantize_int8, q_block, k_block)
     return p.finish(o, lse, return_lse)
 
 
@@ -291,19 +297,7 @@ def attention_fp8(q, k, v, *, layout: str = "BNHD", causal: bool = False,
     Steps 4-6 (P and V in FP8, per-channel V scale) and the lse are those of `attention_int8_fp8`.
     """
     p = _Prep(q, k, v, layout, sm_scale)
-    k_s, corr = _smooth_k(p)
-    qq = quantize_fp8(p.q, "per_block", q_block, "BHND")
-    kq = quantize_fp8(k_s, "per_block", k_block, "BHND")
-    q8 = qq.values.double()
-    k8 = p.kv_heads(kq.values.double()).transpose(-1, -2)
-    qs = _per_token(qq.scales, q_block, p.Sq).unsqueeze(-1)
-    ks = p.kv_heads(_per_token(kq.scales, k_block, p.Sk)).unsqueeze(-2)
-
-    def scores(i0, i1):
-        dot = (q8[:, :, i0:i1] @ k8).float()
-        return dot * qs[:, :, i0:i1] * ks * p.sm_scale
-
-    o, lse = _fp8_p_v(p, causal, scores, corr)
+    o, lse = _quantized_qk(p, causal, quantize_fp8, q_block, k_block)
     return p.finish(o, lse, return_lse)
 
 
