@@ -1,6 +1,6 @@
 """One benchmark runner: each ac4k op against what a user would call instead, in one run.
 
-    python bench/run.py [--only quantize] [--json results.json] [--iters 50]
+    python bench/run.py [--only quantize] [--json results.json] [--iters 50] [--ours-only]
 
 Prints a table (op, shape, impl, time, ratio to ours, TFLOPS or GB/s vs the measured copy
 bandwidth) and writes the same figures as JSON. Timings: CUDA events after warm-up, median.
@@ -127,8 +127,8 @@ def bench_attention(iters: int):
         k = torch.randn(B, Sk, H, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(B, Sk, H, D, device="cuda", dtype=torch.bfloat16)
         flops = 4 * B * H * Sq * Sk * D
-        inputs = torch.ops.ac4k.quantize_attention_inputs(q, k, v, "BNHD")
-        q8, qs, k8, ks, _, vt, vs = inputs
+        inputs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+        k8, ks, _, vt, vs = inputs
         scale = D ** -0.5
         qt, kt, vt_ = (t.transpose(1, 2) for t in (q, k, v))
 
@@ -140,13 +140,16 @@ def bench_attention(iters: int):
 
         impls = {
             "ac4k attention() whole call": lambda: ac4k_kernel.attention(q, k, v),
-            "ac4k kernel only": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(q8, qs, k8, ks, vt, vs, "BNHD", False, scale,
-                                                                          False, False),
-            "ac4k input quantization only": lambda: torch.ops.ac4k.quantize_attention_inputs(q, k, v, "BNHD"),
+            # The kernel quantizes Q itself: "kernel only" includes Q's quantization, the K / V pass is apart.
+            "ac4k kernel only": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(q, k8, ks, vt, vs, "BNHD", False, scale,
+                                                                          False),
+            "ac4k K/V quantization only": lambda: torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD"),
             "SDPA flash (bf16)": sdpa(SDPBackend.FLASH_ATTENTION),
             "SDPA cuDNN (bf16)": sdpa(SDPBackend.CUDNN_ATTENTION),
         }
-        if sage is not None:
+        if OURS_ONLY:
+            impls = {k: f for k, f in impls.items() if k.startswith("ac4k")}
+        elif sage is not None:
             impls["Sage2 sm90 whole call"] = lambda: sage[0](q, k, v, tensor_layout="NHD", is_causal=False,
                                                              pv_accum_dtype="fp32+fp32")
             try:
@@ -200,6 +203,7 @@ def bench_accuracy(iters: int):
 
 
 BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy": bench_accuracy}
+OURS_ONLY = False  # --ours-only: attention rows of ac4k alone (comparing builds of ac4k)
 
 
 def main(argv=None) -> int:
@@ -207,7 +211,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(BENCHES))
     ap.add_argument("--json", default="", help="write the figures here as JSON")
     ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--ours-only", action="store_true", help="attention: time ac4k alone, no anchors")
     args = ap.parse_args(argv)
+    global OURS_ONLY
+    OURS_ONLY = args.ours_only
     if not torch.cuda.is_available():
         print("bench needs a CUDA GPU", file=sys.stderr)
         return 3
@@ -215,7 +222,7 @@ def main(argv=None) -> int:
     info = ac4k_kernel.get_info()
     bw = copy_bandwidth_gbs()
     dev = device_name()
-    print(f"device: {dev}; torch {torch.__version__}; ac4k {info['version']} {info['arch']}")
+    print(f"device: {dev}; torch {torch.__version__}; ac4k {info['version']} {info['arch']} from {ac4k_kernel.__file__}")
     print(f"device-to-device copy: {bw:.0f} GB/s (read + write)")
     rows = []
     for n in names:

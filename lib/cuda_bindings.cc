@@ -315,118 +315,88 @@ void check_attention_input(const at::Tensor& t, const char* op, const char* name
               c10::toString(q.scalar_type()), ", got ", c10::toString(t.scalar_type()));
 }
 
-// Three timing-free events per device (fork, K done, V done), made once per thread: recording an
-// event again replaces its previous capture, and the caller's stream waits before any reuse.
-cudaEvent_t* fork_join_events(int device) {
-  thread_local std::vector<std::array<cudaEvent_t, 3>> events;
-  if (static_cast<int>(events.size()) <= device) events.resize(device + 1, {nullptr, nullptr, nullptr});
-  auto& e = events[device];
-  if (e[0] == nullptr) {
-    for (auto& x : e) check_cuda_call(cudaEventCreateWithFlags(&x, cudaEventDisableTiming), "quantize_attention_inputs");
-  }
-  return e.data();
-}
-
-// q, k, v (bf16 / fp16) -> the inputs of mha_int8_x_fp8_fwd (layouts in include/ac4k_kernel/types.h).
-std::vector<at::Tensor> quantize_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                  const std::string& layout) {
-  const char* op = "quantize_attention_inputs";
-  check_attention_input(q, op, "q", q);
-  check_attention_input(k, op, "k", q);
-  check_attention_input(v, op, "v", q);
-  const ac4k::TokenView qv = token_view(q, layout, op, "q"), kv = token_view(k, layout, op, "k"),
-                        vv = token_view(v, layout, op, "v");
-  TORCH_CHECK(kv.B == qv.B && vv.B == qv.B, "ac4k::", op, ": q, k, v must have the same batch size");
-  TORCH_CHECK(kv.D == qv.D && vv.D == qv.D, "ac4k::", op, ": q, k, v must have the same head dim");
-  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
-  TORCH_CHECK(vv.S == kv.S && vv.H == kv.H, "ac4k::", op, ": k and v must have the same tokens and heads, got ",
-              shape_str(k.sizes()), " and ", shape_str(v.sizes()));
-  TORCH_CHECK(kv.H > 0 && qv.H % kv.H == 0, "ac4k::", op, ": q heads (", std::to_string(qv.H),
-              ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
+// k, v (bf16 / fp16) -> the K / V inputs of mha_int8_x_fp8_fwd (layouts in include/ac4k_kernel/types.h).
+std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Tensor& v, const std::string& layout) {
+  const char* op = "quantize_attention_kv";
+  check_attention_input(k, op, "k", k);
+  check_attention_input(v, op, "v", k);
+  const ac4k::TokenView kv = token_view(k, layout, op, "k"), vv = token_view(v, layout, op, "v");
+  TORCH_CHECK(kv.D == 64 || kv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(kv.D));
+  TORCH_CHECK(k.sizes() == v.sizes(), "ac4k::", op, ": k and v must have the same shape, got ", shape_str(k.sizes()),
+              " and ", shape_str(v.sizes()));
   TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
 
-  const auto f32 = q.options().dtype(at::kFloat);
-  at::Tensor k8 = at::empty(k.sizes(), q.options().dtype(at::kChar));
+  const auto f32 = k.options().dtype(at::kFloat);
+  at::Tensor k8 = at::empty(k.sizes(), k.options().dtype(at::kChar));
   at::Tensor k_scale = at::empty({kv.B, kv.H, (kv.S + 63) / 64}, f32);
   at::Tensor k_mean = at::empty({kv.B, kv.H, kv.D}, f32);
   const int64_t s_pad = (kv.S + 127) / 128 * 128;
-  at::Tensor vt = at::empty({kv.B, kv.H, kv.D, s_pad}, q.options().dtype(at::kFloat8_e4m3fn));
+  at::Tensor vt = at::empty({kv.B, kv.H, kv.D, s_pad}, k.options().dtype(at::kFloat8_e4m3fn));
   at::Tensor v_scale = at::empty({kv.B, kv.H, kv.D}, f32);
 
-  c10::cuda::CUDAGuard guard(q.device());
-  // Q, K and V are independent chains of small kernels: K and V run on two pool streams forked from
-  // (and joined back into) the caller's stream, so that the kernels' tails overlap.
-  const c10::cuda::CUDAStream caller = c10::cuda::getCurrentCUDAStream(q.device().index());
-  const c10::cuda::CUDAStream k_stream = c10::cuda::getStreamFromPool(false, q.device().index());
-  const c10::cuda::CUDAStream v_stream = c10::cuda::getStreamFromPool(false, q.device().index());
-  cudaEvent_t* ev = fork_join_events(q.device().index());
-  check_cuda_call(cudaEventRecord(ev[0], caller.stream()), op);
-  check_cuda_call(cudaStreamWaitEvent(k_stream.stream(), ev[0], 0), op);
-  check_cuda_call(cudaStreamWaitEvent(v_stream.stream(), ev[0], 0), op);
-  ac4k::QuantizeKSmoothParams kp;
-  kp.k.x = k.data_ptr();
-  kp.k.x_dtype = to_ac4k(k.scalar_type());
-  kp.k.granularity = Granularity::PerBlock;
-  kp.k.xv = kv;
-  kp.k.qv = token_view(k8, layout, op, "k8");
-  kp.k.block_size = 64;
-  kp.k.q = k8.data_ptr();
-  kp.k.scales = k_scale.data_ptr<float>();
-  kp.k_mean = k_mean.data_ptr<float>();
-  check_cuda_call(ac4k::quantize_k_smooth_int8(kp, k_stream.stream()), op);
-  ac4k::QuantizeVTransposedParams vp;
-  vp.v = v.data_ptr();
-  vp.v_dtype = to_ac4k(v.scalar_type());
-  vp.vv = vv;
-  vp.s_pad = s_pad;
-  vp.vt = static_cast<uint8_t*>(vt.data_ptr());
-  vp.v_scale = v_scale.data_ptr<float>();
-  check_cuda_call(ac4k::quantize_v_fp8_transposed(vp, v_stream.stream()), op);
-  auto [q8, q_scale] = quantize_8bit("quantize_int8", &ac4k::quantize_int8, at::kChar, q, "per_block", 16, layout);
-  check_cuda_call(cudaEventRecord(ev[1], k_stream.stream()), op);
-  check_cuda_call(cudaEventRecord(ev[2], v_stream.stream()), op);
-  check_cuda_call(cudaStreamWaitEvent(caller.stream(), ev[1], 0), op);
-  check_cuda_call(cudaStreamWaitEvent(caller.stream(), ev[2], 0), op);
-  return {q8, q_scale, k8, k_scale, k_mean, vt, v_scale};
+  c10::cuda::CUDAGuard guard(k.device());
+  ac4k::QuantizeAttentionKvParams p;
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.dtype = to_ac4k(k.scalar_type());
+  p.kv = kv;
+  p.vv = vv;
+  p.k8 = k8.data_ptr<int8_t>();
+  p.k8v = token_view(k8, layout, op, "k8");
+  p.k_scale = k_scale.data_ptr<float>();
+  p.k_mean = k_mean.data_ptr<float>();
+  p.s_pad = s_pad;
+  p.vt = static_cast<uint8_t*>(vt.data_ptr());
+  p.v_scale = v_scale.data_ptr<float>();
+  const cudaError_t err = ac4k::quantize_attention_kv(p, c10::cuda::getCurrentCUDAStream(k.device().index()).stream());
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
+              ": not supported for these inputs (16-byte aligned data and token / head strides a multiple of 8 "
+              "elements; at most 65535 batch x heads)");
+  check_cuda_call(err, op);
+  return {k8, k_scale, k_mean, vt, v_scale};
 }
 
-at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q8, const at::Tensor& q_scale, const at::Tensor& k8,
-                                  const at::Tensor& k_scale, const at::Tensor& vt, const at::Tensor& v_scale,
-                                  const std::string& layout, bool causal, double sm_scale, bool return_lse,
-                                  at::Tensor& out) {
+at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at::Tensor& k_scale,
+                                  const at::Tensor& vt, const at::Tensor& v_scale, const std::string& layout,
+                                  bool causal, double sm_scale, bool return_lse, at::Tensor& out) {
   const char* op = "mha_int8_x_fp8_fwd";
-  check_cuda_tensor(q8, op, "q");
-  TORCH_CHECK(q8.scalar_type() == at::kChar && k8.scalar_type() == at::kChar, "ac4k::", op,
-              ": q and k must be int8 (from quantize_attention_inputs)");
+  check_attention_input(q, op, "q", q);
+  TORCH_CHECK(k8.scalar_type() == at::kChar, "ac4k::", op, ": k must be int8 (from quantize_attention_kv)");
   TORCH_CHECK(vt.scalar_type() == at::kFloat8_e4m3fn && vt.dim() == 4 && vt.is_contiguous(), "ac4k::", op,
-              ": v must be the contiguous float8_e4m3fn [B, H, D, S_pad] tensor of quantize_attention_inputs");
-  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&q_scale, &k_scale, &v_scale}) {
+              ": v must be the contiguous float8_e4m3fn [B, H, D, S_pad] tensor of quantize_attention_kv");
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&k_scale, &v_scale}) {
     TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->dim() == 3, "ac4k::", op,
                 ": scales must be contiguous float32 [B, H, n] tensors");
   }
-  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&q_scale, &k8, &k_scale, &vt, &v_scale, &out})
-    check_same_device(q8, *t, op, "an input");
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&k8, &k_scale, &vt, &v_scale, &out})
+    check_same_device(q, *t, op, "an input");
   TORCH_CHECK(reinterpret_cast<uintptr_t>(v_scale.data_ptr()) % 8 == 0, "ac4k::", op,
               ": v_scale must be 8-byte aligned (the kernel reads channel pairs)");
-  const ac4k::TokenView qv = token_view(q8, layout, op, "q"), kv = token_view(k8, layout, op, "k");
-  TORCH_CHECK(q8.stride(-1) == 1 && k8.stride(-1) == 1, "ac4k::", op, ": q and k need a contiguous last dim");
+  const ac4k::TokenView qv = token_view(q, layout, op, "q"), kv = token_view(k8, layout, op, "k");
+  TORCH_CHECK(k8.dim() == 4 && k8.stride(-1) == 1, "ac4k::", op, ": k must be 4-D with a contiguous last dim");
+  TORCH_CHECK(qv.B == kv.B && qv.D == kv.D, "ac4k::", op, ": q ", shape_str(q.sizes()), " and k ",
+              shape_str(k8.sizes()), " differ in batch or head dim");
+  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
+  TORCH_CHECK(kv.H > 0 && qv.H % kv.H == 0, "ac4k::", op, ": q heads (", std::to_string(qv.H),
+              ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
   TORCH_CHECK(vt.size(0) == kv.B && vt.size(1) == kv.H && vt.size(2) == kv.D && vt.size(3) % 128 == 0 &&
                   vt.size(3) >= kv.S,
               "ac4k::", op, ": v has shape ", shape_str(vt.sizes()), ", which does not match k");
-  TORCH_CHECK(q_scale.size(2) == (qv.S + 15) / 16 && k_scale.size(2) == (kv.S + 63) / 64, "ac4k::", op,
-              ": q_scale must be per 16 tokens and k_scale per 64 tokens");
-  TORCH_CHECK(out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kHalf, "ac4k::", op,
-              ": out must be bfloat16 or float16");
-  TORCH_CHECK(out.sizes() == q8.sizes() && out.stride(-1) == 1, "ac4k::", op, ": out must have q's shape ",
-              shape_str(q8.sizes()), " and a contiguous last dim");
-  at::Tensor lse = return_lse ? at::empty({qv.B, qv.H, qv.S}, q_scale.options()) : at::empty({0}, q_scale.options());
+  TORCH_CHECK(k_scale.size(0) == kv.B && k_scale.size(1) == kv.H && k_scale.size(2) == (kv.S + 63) / 64 &&
+                  v_scale.size(0) == kv.B && v_scale.size(1) == kv.H && v_scale.size(2) == kv.D,
+              "ac4k::", op, ": k_scale must be [B, H, ceil(Sk / 64)] and v_scale [B, H, D]");
+  TORCH_CHECK(out.scalar_type() == q.scalar_type(), "ac4k::", op, ": out must have q's dtype ",
+              c10::toString(q.scalar_type()), ", got ", c10::toString(out.scalar_type()));
+  TORCH_CHECK(out.sizes() == q.sizes() && out.stride(-1) == 1, "ac4k::", op, ": out must have q's shape ",
+              shape_str(q.sizes()), " and a contiguous last dim");
+  at::Tensor lse = return_lse ? at::empty({qv.B, qv.H, qv.S}, k_scale.options()) : at::empty({0}, k_scale.options());
 
-  c10::cuda::CUDAGuard guard(q8.device());
+  c10::cuda::CUDAGuard guard(q.device());
   ac4k::MhaInt8Fp8Params p;
-  p.q = static_cast<const int8_t*>(q8.data_ptr());
+  p.q = q.data_ptr();
+  p.q_dtype = to_ac4k(q.scalar_type());
   p.k = static_cast<const int8_t*>(k8.data_ptr());
   p.vt = static_cast<const uint8_t*>(vt.data_ptr());
-  p.q_scale = q_scale.data_ptr<float>();
   p.k_scale = k_scale.data_ptr<float>();
   p.v_scale = v_scale.data_ptr<float>();
   p.q_view = qv;
@@ -434,25 +404,23 @@ at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q8, const at::Tensor& q_scal
   p.o_view = token_view(out, layout, op, "out");
   p.sk_pad = vt.size(3);
   p.o = out.data_ptr();
-  p.o_dtype = to_ac4k(out.scalar_type());
   p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
   p.sm_scale = static_cast<float>(sm_scale);
   p.causal = causal;
-  const cudaError_t err = ac4k::mha_int8_x_fp8_fwd(p, c10::cuda::getCurrentCUDAStream(q8.device().index()).stream());
+  const cudaError_t err = ac4k::mha_int8_x_fp8_fwd(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 16-byte aligned "
-              "token strides)");
+              "q with token / head strides a multiple of 8 elements)");
   check_cuda_call(err, op);
   return lse;
 }
 
-std::tuple<at::Tensor, at::Tensor> mha_int8_x_fp8_fwd(const at::Tensor& q8, const at::Tensor& q_scale,
-                                                      const at::Tensor& k8, const at::Tensor& k_scale,
-                                                      const at::Tensor& vt, const at::Tensor& v_scale,
-                                                      const std::string& layout, bool causal, double sm_scale,
-                                                      bool return_lse, bool fp16_out) {
-  at::Tensor out = at::empty(q8.sizes(), q8.options().dtype(fp16_out ? at::kHalf : at::kBFloat16));
-  at::Tensor lse = mha_int8_x_fp8_fwd_out(q8, q_scale, k8, k_scale, vt, v_scale, layout, causal, sm_scale, return_lse, out);
+std::tuple<at::Tensor, at::Tensor> mha_int8_x_fp8_fwd(const at::Tensor& q, const at::Tensor& k8,
+                                                      const at::Tensor& k_scale, const at::Tensor& vt,
+                                                      const at::Tensor& v_scale, const std::string& layout,
+                                                      bool causal, double sm_scale, bool return_lse) {
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  at::Tensor lse = mha_int8_x_fp8_fwd_out(q, k8, k_scale, vt, v_scale, layout, causal, sm_scale, return_lse, out);
   return {out, lse};
 }
 
@@ -467,10 +435,10 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("quantize_nvfp4(Tensor x, str scale_layout=\"plain\", Tensor? global_scale=None) -> (Tensor, Tensor, Tensor)");
   m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
         " Tensor(c!) global_scale_out) -> ()");
-  m.def("quantize_attention_inputs(Tensor q, Tensor k, Tensor v, str layout) -> Tensor[]");
-  m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor q_scale, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
-        " bool causal, float sm_scale, bool return_lse, bool fp16_out) -> (Tensor, Tensor)");
-  m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor q_scale, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
+  m.def("quantize_attention_kv(Tensor k, Tensor v, str layout) -> Tensor[]");
+  m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
+        " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
+  m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
         " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out) -> Tensor");
 }
 
@@ -481,7 +449,7 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_fp8_out", &quantize_fp8_out);
   m.impl("quantize_nvfp4", &quantize_nvfp4);
   m.impl("quantize_nvfp4_out", &quantize_nvfp4_out);
-  m.impl("quantize_attention_inputs", &quantize_attention_inputs);
+  m.impl("quantize_attention_kv", &quantize_attention_kv);
   m.impl("mha_int8_x_fp8_fwd", &mha_int8_x_fp8_fwd);
   m.impl("mha_int8_x_fp8_fwd_out", &mha_int8_x_fp8_fwd_out);
 }

@@ -49,13 +49,13 @@ def test_attention_fake_shapes(fake, layout, dtype):
         q, k, v = mk(300, 8), mk(77, 2), mk(77, 2)
         o, lse = ac4k_kernel.attention(q, k, v, layout=layout, causal=True, return_lse=True)
         o2 = ac4k_kernel.attention(q, k, v, layout=layout, out=torch.empty_like(q))
-        parts = torch.ops.ac4k.quantize_attention_inputs(q, k, v, layout)
+        parts = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
     assert o.shape == q.shape and o.dtype == dtype and o2.shape == q.shape
     assert lse.shape == (2, 8, 300) and lse.dtype == torch.float32
     shapes = [tuple(t.shape) for t in parts]
     kv = (2, 77, 2, 128) if layout == "BNHD" else (2, 2, 77, 128)
-    assert shapes == [tuple(q.shape), (2, 8, 19), kv, (2, 2, 2), (2, 2, 128), (2, 2, 128, 128), (2, 2, 128)]
-    assert parts[5].dtype == torch.float8_e4m3fn and parts[0].dtype == torch.int8
+    assert shapes == [kv, (2, 2, 2), (2, 2, 128), (2, 2, 128, 128), (2, 2, 128)]
+    assert parts[3].dtype == torch.float8_e4m3fn and parts[0].dtype == torch.int8
 
 
 def test_attention_argument_checks_on_cuda_tensors(fake):

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # One device call: build the extension, run the GPU tests (and once under compute-sanitizer),
 # the benchmarks and the main command; results under $OUT (default ./results).
-#   STAGES="build test sanitize bench main profile" bash tools/gpu_check.sh (default: all but profile)
+#   STAGES="build test sanitize bench main profile variants" bash tools/gpu_check.sh
+#   (default: all but profile and variants)
 # Extra pytest / bench args: PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
+# variants: each tools/variants/*.patch (experiments, not kept once decided) is applied to a copy of
+# the sources, built in place in parallel with the main build, and its attention rows timed after
+# the main benchmark, in the same process order, against the main build's rows.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/results}
@@ -30,6 +34,15 @@ stage() {  # name, command...
   python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, torch.version.cuda)'
 } 2>&1 | tee -a "$LOG"
 
+if has variants; then
+  for pf in tools/variants/*.patch; do
+    [ -f "$pf" ] || continue
+    name=$(basename "$pf" .patch); d=/tmp/ac4k_var_$name
+    rm -rf "$d"; mkdir -p "$d"; cp -r setup.py build_tools include lib python "$d"/
+    ( cd "$d" && patch -p1 < "$OLDPWD/$pf" > "$OUT/var_$name.build.log" 2>&1 &&
+      MAX_JOBS=4 python3 setup.py build_ext --inplace >> "$OUT/var_$name.build.log" 2>&1 ) &
+  done
+fi
 if has build; then
   stage build python3 -m pip install --no-build-isolation --no-deps --no-index -v -e . || { echo "BUILD FAILED"; tail -50 "$OUT/build.log"; exit 1; }
   so=$(python3 -c 'import ac4k_kernel._cuda_ops as m; print(m.__file__)')
@@ -47,6 +60,16 @@ has sanitize && stage racecheck compute-sanitizer --tool racecheck --error-exitc
   python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
 has bench && stage bench python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 has main && stage main python3 -m ac4k_kernel
+if has variants; then
+  wait  # the variant builds
+  for pf in tools/variants/*.patch; do
+    [ -f "$pf" ] || continue
+    name=$(basename "$pf" .patch)
+    PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_$name" \
+      python3 bench/run.py --only attention --ours-only --json "$OUT/var_$name.json"
+  done
+  stage var_main python3 bench/run.py --only attention --ours-only --json "$OUT/var_main.json"
+fi
 # Nsight Compute on the attention kernels (ours and SageAttention2's when importable), PROFILE_ARGS = "S D".
 if has profile; then
   stage profile ncu --kernel-name regex:'mha_int8|qk_int8' --launch-count 2 --set full --clock-control none --import-source no \

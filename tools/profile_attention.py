@@ -13,8 +13,8 @@ S = int(sys.argv[1]) if len(sys.argv) > 1 else 8192
 D = int(sys.argv[2]) if len(sys.argv) > 2 else 128
 B, H = 1, 40
 q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-q8, qs, k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_inputs(q, k, v, "BNHD")
-torch.ops.ac4k.mha_int8_x_fp8_fwd(q8, qs, k8, ks, vt, vs, "BNHD", False, D ** -0.5, False, False)
+k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+torch.ops.ac4k.mha_int8_x_fp8_fwd(q, k8, ks, vt, vs, "BNHD", False, D ** -0.5, False)
 sys.path.insert(0, "bench")
 from run import _sage  # noqa: E402
 

@@ -16,10 +16,10 @@ cudaError_t quantize_int8(const QuantizeParams& params, cudaStream_t stream);
 cudaError_t quantize_fp8(const QuantizeParams& params, cudaStream_t stream);
 // NVFP4 (E2M1 in 16-blocks, E4M3 block scales, FP32 global scale); reference.quantize_nvfp4.
 cudaError_t quantize_nvfp4(const QuantizeNvfp4Params& params, cudaStream_t stream);
-// K smoothing fused with INT8 per-128-token-block quantization; V to transposed, permuted FP8.
-cudaError_t quantize_k_smooth_int8(const QuantizeKSmoothParams& params, cudaStream_t stream);
-cudaError_t quantize_v_fp8_transposed(const QuantizeVTransposedParams& params, cudaStream_t stream);
-// Attention, QK^T in INT8 and PV in FP8 (quantized inputs above); reference.attention_int8_fp8.
+// Attention K and V: smoothed K to INT8 per 64-token block, V to transposed, permuted FP8.
+cudaError_t quantize_attention_kv(const QuantizeAttentionKvParams& params, cudaStream_t stream);
+// Attention, QK^T in INT8 and PV in FP8 (Q quantized in the kernel, K and V by the op above);
+// reference.attention_int8_fp8.
 cudaError_t mha_int8_x_fp8_fwd(const MhaInt8Fp8Params& params, cudaStream_t stream);
 
 }  // namespace ac4k

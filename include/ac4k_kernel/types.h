@@ -43,7 +43,6 @@ struct QuantizeParams {
   int32_t block_size = 0;
   void* q = nullptr;
   float* scales = nullptr;
-  const float* smooth = nullptr;  // per_block: [B, H, D] subtracted from x first (K smoothing)
 };
 
 // quantize_nvfp4: x [rows, cols] (cols % 16 == 0) -> packed E2M1 [rows, cols / 2], E4M3 block
@@ -62,37 +61,39 @@ struct QuantizeNvfp4Params {
   float* amax_scratch = nullptr;           // [1], used when global_scale_in is null
 };
 
-// Attention-input quantization for mha_int8_x_fp8_fwd (the SageAttention2 recipe):
-//   q  -> int8, per 16-token block scales [B, Hq, ceil(Sq / 16)]  (quantize_int8 per_block; one per warp)
+// Attention inputs of mha_int8_x_fp8_fwd (the SageAttention2 recipe):
+//   q  -> int8 per 16-token block (one scale per warp of 16 rows), quantized by the attention
+//         kernel itself as quantize_int8(q, "per_block", 16) would
 //   k  -> k - mean_tokens(k) (k_mean [B, Hkv, D]), int8 per 64-token block [B, Hkv, ceil(Sk / 64)]
 //   v  -> FP8 E4M3 per channel (v_scale [B, Hkv, D]) stored transposed as vt [B, Hkv, D, Sk_pad]
 //         (Sk_pad = Sk rounded up to 128, zero-filled), tokens permuted inside each 16-token group
 //         (token t at slot 2*(t/8) + 4*((t/2)%4) + t%2) so the PV product takes P straight from
 //         the score registers (see mha_int8_x_fp8_fwd.cu).
-struct QuantizeKSmoothParams {
-  QuantizeParams k;      // per_block, block_size 64; k.xv / k.qv views
-  float* k_mean = nullptr;  // [B, Hkv, D] out
-};
-struct QuantizeVTransposedParams {
+// quantize_attention_kv writes k8 / k_scale / k_mean / vt / v_scale in one launch.
+struct QuantizeAttentionKvParams {
+  const void* k = nullptr;
   const void* v = nullptr;
-  ScalarType v_dtype = ScalarType::BFloat16;
-  TokenView vv;                 // [B, S, H, D] view of v
-  int64_t s_pad = 0;            // tokens in vt, a multiple of 128
-  uint8_t* vt = nullptr;        // [B, H, D, s_pad]
-  float* v_scale = nullptr;     // [B, H, D] out
+  ScalarType dtype = ScalarType::BFloat16;  // of k and v
+  TokenView kv, vv;                         // [B, S, H, D] views of k and v (same sizes)
+  int8_t* k8 = nullptr;
+  TokenView k8v;                            // k8's view (k's sizes, its own strides)
+  float* k_scale = nullptr;                 // [B, H, ceil(S / 64)]
+  float* k_mean = nullptr;                  // [B, H, D]
+  int64_t s_pad = 0;                        // tokens in vt: S rounded up to 128
+  uint8_t* vt = nullptr;                    // [B, H, D, s_pad]
+  float* v_scale = nullptr;                 // [B, H, D]
 };
 
 struct MhaInt8Fp8Params {
-  const int8_t* q = nullptr;   // TokenView q_view (int8)
+  const void* q = nullptr;     // TokenView q_view, bf16 / fp16 (q_dtype, also the output's dtype)
+  ScalarType q_dtype = ScalarType::BFloat16;
   const int8_t* k = nullptr;   // TokenView k_view (int8, smoothed)
   const uint8_t* vt = nullptr; // [B, Hkv, D, sk_pad]
-  const float* q_scale = nullptr;
   const float* k_scale = nullptr;
   const float* v_scale = nullptr;
   TokenView q_view, k_view, o_view;  // sizes and element strides
   int64_t sk_pad = 0;
   void* o = nullptr;
-  ScalarType o_dtype = ScalarType::BFloat16;
   float* lse = nullptr;  // optional [B, Hq, Sq], natural log, of the smoothed-K scores
   float sm_scale = 0.f;
   bool causal = false;

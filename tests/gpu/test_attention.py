@@ -45,12 +45,13 @@ def _unpermute_vt(vt, S):
 
 @pytest.mark.parametrize("layout", ["BNHD", "BHND"])
 @pytest.mark.parametrize("D", [64, 128])
-def test_attention_input_quantizers(layout, D):
-    q, k, v = _qkv(2, 130, 300, 4, 2, D, layout, seed=1, k_bias=3.0)
-    q8, qs, k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_inputs(q, k, v, layout)
+@pytest.mark.parametrize("Sk", [1, 300, 1100, 3000])  # clusters of 1, 3, 8 (5 ranks busy) and 8 CTAs
+def test_attention_kv_quantizer(layout, D, Sk):
+    """quantize_attention_kv: k8 / k_scale bit for bit against the reference given the kernel's own
+    mean (the mean itself within fp32 summation-order noise), vt / v_scale bit for bit."""
+    _, k, v = _qkv(2, 1, Sk, 2, 2, D, layout, seed=Sk + D, k_bias=3.0)
+    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
     torch.cuda.synchronize()
-    want_q = ref.quantize_int8(q.cpu(), "per_block", 16, layout)
-    assert torch.equal(_bits(q8.cpu()), _bits(want_q.values)) and torch.equal(_bits(qs.cpu()), _bits(want_q.scales))
     tok = 1 if layout == "BNHD" else 2
     mean = k.float().mean(dim=tok)  # [B, H, D]
     torch.testing.assert_close(km, mean, rtol=1e-5, atol=1e-6)
@@ -60,8 +61,23 @@ def test_attention_input_quantizers(layout, D):
     want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout=layout)
     assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
     vals = want_v.values if layout == "BHND" else want_v.values.transpose(1, 2)  # [B, H, S, D]
-    assert torch.equal(_unpermute_vt(vt, 300).cpu(), vals.transpose(2, 3).contiguous().view(torch.uint8))
-    assert vt.shape[-1] == 384 and (_unpermute_vt(vt, 384)[..., 300:] == 0).all()  # zero padding
+    assert torch.equal(_unpermute_vt(vt, Sk).cpu(), vals.transpose(2, 3).contiguous().view(torch.uint8))
+    s_pad = -(-Sk // 128) * 128
+    assert vt.shape[-1] == s_pad and (_unpermute_vt(vt, s_pad)[..., Sk:] == 0).all()  # zero padding
+
+
+def test_attention_kv_quantizer_strided_fp16():
+    """k, v as views into one packed qkv tensor (token stride 3 H D), fp16."""
+    qkv = torch.randn(2, 700, 3, 3, 64, device="cuda", dtype=torch.float16)
+    _, k, v = qkv.unbind(2)
+    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+    torch.testing.assert_close(km, k.float().mean(dim=1), rtol=1e-5, atol=1e-6)
+    want_k = ref.quantize_int8((k.float() - km.unsqueeze(1)).cpu(), "per_block", 64, "BNHD")
+    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
+    want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout="BNHD")
+    assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
+    assert torch.equal(_unpermute_vt(vt, 700).cpu(),
+                       want_v.values.transpose(1, 2).transpose(2, 3).contiguous().view(torch.uint8))
 
 
 CASES = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal
@@ -132,3 +148,30 @@ def test_attention_errors():
         ac4k_kernel.attention(q.cpu(), k.cpu(), v.cpu())
     with pytest.raises(ValueError, match="4-D"):
         ac4k_kernel.attention(q[0], k[0], v[0])
+
+
+def test_attention_op_errors():
+    """The two ops behind attention() name the bad argument."""
+    q, k, v = _qkv(1, 200, 200, 4, 2, 128)
+    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+    mha = torch.ops.ac4k.mha_int8_x_fp8_fwd
+    with pytest.raises(RuntimeError, match="k must be int8"):
+        mha(q, k, ks, vt, vs, "BNHD", False, 0.1, False)
+    with pytest.raises(RuntimeError, match="k_scale must be"):
+        mha(q, k8, ks[..., :2].contiguous(), vt, vs, "BNHD", False, 0.1, False)
+    with pytest.raises(RuntimeError, match="does not match k"):
+        mha(q, k8, ks, vt[:, :1].contiguous(), vs, "BNHD", False, 0.1, False)
+    with pytest.raises(RuntimeError, match="out must have q's dtype"):
+        torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, ks, vt, vs, "BNHD", False, 0.1, False,
+                                              torch.empty_like(q, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="multiple of k/v heads"):
+        mha(q[:, :, :3], k8, ks, vt, vs, "BNHD", False, 0.1, False)
+    misaligned = torch.randn(q.numel() + 4, device="cuda", dtype=q.dtype)[4:].view(q.shape)  # 8-byte offset
+    with pytest.raises(RuntimeError, match="16-byte aligned"):
+        mha(misaligned, k8, ks, vt, vs, "BNHD", False, 0.1, False)
+    with pytest.raises(RuntimeError, match="16-byte aligned"):
+        torch.ops.ac4k.quantize_attention_kv(misaligned[:, :, :2], v, "BNHD")
+    with pytest.raises(RuntimeError, match="same shape"):
+        torch.ops.ac4k.quantize_attention_kv(k, v[:, :100], "BNHD")
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.ac4k.quantize_attention_kv(k, v.half(), "BNHD")

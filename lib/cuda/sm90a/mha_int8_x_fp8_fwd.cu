@@ -1,11 +1,14 @@
 // mha_int8_x_fp8_fwd for sm90a: attention with QK^T on INT8 tensor cores and PV on FP8 tensor
 // cores (the SageAttention2 recipe; ac4k_kernel.reference.attention_int8_fp8). Inputs come from
-// the quantizers of quantize_attention_inputs.cu (layouts in types.h).
+// quantize_attention_kv.cu (layouts in types.h); Q comes in bf16 / fp16 and is quantized here.
 //
 // One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
 // stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
-// interleave their softmax and tensor-core phases by themselves. Thread 0 issues the TMA loads:
-// Q once, K / V^T one 128-key block ahead on mbarriers, refilling a stage once its PV is done.
+// interleave their softmax and tensor-core phases by themselves. Thread 0 issues the TMA loads of
+// K / V^T, one 128-key block ahead on mbarriers, refilling a stage once its PV is done. Meanwhile
+// each warp quantizes its 16 query rows to INT8 (one scale per warp: the recipe's 16-token Q
+// blocks) straight into the swizzled tile the QK wgmma reads: Q never makes an INT8 round trip
+// through memory, which saves the separate pass (a third of the input quantization's bytes).
 // Per key block n, serially:
 //   softmax(S_n)       FP32 online softmax in the log2 domain: row max on the integer scores,
 //                      dequantization and max subtraction in one FFMA, ex2, P to E4M3 offset by
@@ -132,10 +135,54 @@ struct Smem {
   static constexpr int kBytes = kQ + kStages * (kK + kV) + 64 /* barriers */;
 };
 
+// Byte offset of (row, 8-byte chunk ch) in a K-major 8-bit tile of D bytes per row, swizzled as TMA
+// writes K (128-byte swizzle: 16-byte unit ^= row % 8; 64-byte: unit ^= (row / 2) % 4).
 template <int D>
+__device__ __forceinline__ int swizzled_offset(int row, int ch) {
+  const int unit = D == 128 ? (ch >> 1) ^ (row & 7) : (ch >> 1) ^ ((row >> 1) & 3);
+  return row * D + unit * 16 + (ch & 1) * 8;
+}
+
+// Rows [row_first, row_first + 16) of q (one warp) -> INT8 in the swizzled Q tile; returns the
+// scale amax / 127 (bit-exact with quantize_int8(q, "per_block", 16)). Rows past Sq are zeros.
+template <typename T, int D>
+__device__ __forceinline__ float quantize_q_rows(const T* qb, int64_t stride_s, int64_t n_rows, int64_t row_first,
+                                                 uint8_t* sq, int tile_row0, int lane) {
+  constexpr int kChunks = D / 8;           // 16-byte chunks per row
+  constexpr int kPer = 16 * kChunks / 32;  // chunks per lane
+  float x[kPer][8];
+  float amax = 0.f;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = lane + 32 * j, rr = i / kChunks, ch = i % kChunks;
+    const int64_t row = row_first + rr;
+    if (row < n_rows) {
+      unpack8<T>(ldg_stream(qb + row * stride_s + ch * 8), x[j]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) x[j][k] = 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, x[j][k]);
+  }
+  amax = group_max<32>(amax);
+  const float inv = recip_scale(127.f, amax);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = lane + 32 * j, rr = i / kChunks, ch = i % kChunks;
+    int32_t q[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) q[k] = quant_int8(x[j][k], inv);
+    *reinterpret_cast<uint2*>(sq + swizzled_offset<D>(tile_row0 + rr, ch)) =
+        make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7]));
+  }
+  return __fdiv_rn(amax, 127.f);
+}
+
+template <typename T, int D>
 __global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
-mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
-                      const __grid_constant__ CUtensorMap tm_v, const MhaInt8Fp8Params p) {
+mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                      const MhaInt8Fp8Params p) {
   extern __shared__ __align__(1024) uint8_t smem[];
   // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
   // window starts there on sm90 (no static shared memory in this kernel).
@@ -143,8 +190,7 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
   uint8_t* sq = smem;
   uint8_t* sk = sq + Smem<D>::kQ;
   uint8_t* sv = sk + kStages * Smem<D>::kK;
-  uint64_t* q_full = reinterpret_cast<uint64_t*>(sv + kStages * Smem<D>::kV);
-  uint64_t* full = q_full + 1;
+  uint64_t* full = reinterpret_cast<uint64_t*>(sv + kStages * Smem<D>::kV);
 
   const TokenView& qv = p.q_view;
   const TokenView& kv = p.k_view;
@@ -164,7 +210,6 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
     reinterpret_cast<uint4*>(sv + stage * Smem<D>::kV + Smem<D>::kVData)[off] =
         make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
   }
-  fence_proxy_async_shared();
   const int tid = threadIdx.x;
   auto load_kv = [&](int n, int stage) {
     mbar_arrive_expect_tx(full + stage, Smem<D>::kK + Smem<D>::kVData);
@@ -172,25 +217,20 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
     tma_load_3d(sv + stage * Smem<D>::kV, &tm_v, full + stage, n * kBlockN, 0, b * int(kv.H) + hkv);
   };
   if (tid == 0) {
-    mbar_init(q_full, 1);
     for (int s = 0; s < kStages; ++s) mbar_init(full + s, 1);
     fence_barrier_init();
-    if (n_blocks > 0) {
-      tma_prefetch_desc(&tm_q);
-      mbar_arrive_expect_tx(q_full, Smem<D>::kQ);
-      tma_load_4d(sq, &tm_q, q_full, 0, m_blk * kBlockM, h, b);
-      for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
-    }
+    for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
   }
+  const int warp = tid / 32, lane = tid % 32, quad = lane % 4;
+  // Q scale per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
+  const float q_scale = quantize_q_rows<T, D>(
+      static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
+      int64_t(m_blk) * kBlockM + warp * 16, sq, warp * 16, lane);
+  fence_proxy_async_shared();  // generic-proxy writes (Q, ones rows) before the wgmma reads them
   __syncthreads();
 
-  const int warp = tid / 32, lane = tid % 32, quad = lane % 4;
   const int64_t row0 = int64_t(m_blk) * kBlockM + warp * 16 + lane / 4;  // and row0 + 8
-  // Q scales per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
-  const int64_t q_blk = int64_t(m_blk) * 4 + warp;
-  const int64_t n_qblk = ceil_div(qv.S, 16);
   const int n_kblk = int(ceil_div(kv.S, 64));
-  const float q_scale = q_blk < n_qblk ? p.q_scale[(int64_t(b) * qv.H + h) * n_qblk + q_blk] : 0.f;
   const float c_q = q_scale * p.sm_scale * kLog2e;
   const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * n_kblk;
   const int64_t causal_shift = kv.S - qv.S;
@@ -202,7 +242,6 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
   if (n_blocks > 0) {
-    mbar_wait(q_full, 0);
     const uint64_t dq = qk_desc<D>(sq);
     int32_t acc[kBlockN / 2];
     float ob[D / 2 + 4];
@@ -285,10 +324,10 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
       const int d = 8 * j + 2 * quad;
       const float x0 = o[4 * j + 2 * r] * inv_l * vs[j].x;
       const float x1 = o[4 * j + 2 * r + 1] * inv_l * vs[j].y;
-      if (p.o_dtype == ScalarType::BFloat16) {
-        *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + base + d) = __floats2bfloat162_rn(x0, x1);
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(p.o) + base + d) = __floats2bfloat162_rn(x0, x1);
       } else {
-        *reinterpret_cast<__half2*>(static_cast<__half*>(p.o) + base + d) = __floats2half2_rn(x0, x1);
+        *reinterpret_cast<__half2*>(static_cast<T*>(p.o) + base + d) = __floats2half2_rn(x0, x1);
       }
     }
     if (p.lse != nullptr && quad == 0) {
@@ -299,20 +338,16 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_con
   }
 }
 
-// Q / K as [B, S, H, D] int8 (any strides; D contiguous): box of `rows` tokens x D of one head.
-cudaError_t qk_map(CUtensorMap* map, const void* base, const TokenView& v, uint32_t rows) {
-  const int64_t dims[4] = {v.D, v.S, v.H, v.B};
-  const int64_t strides[4] = {1, v.stride_s, v.stride_h, v.stride_b};
-  const uint32_t box[4] = {uint32_t(v.D), rows, 1, 1};
-  return encode_tensor_map(map, base, ScalarType::Int8, 4, dims, strides, box,
-                           v.D == 128 ? TmaSwizzle::B128 : TmaSwizzle::B64);
-}
-
-template <int D>
+template <typename T, int D>
 cudaError_t launch(const MhaInt8Fp8Params& p, cudaStream_t stream) {
-  CUtensorMap tq, tk, tv;
-  cudaError_t err = qk_map(&tq, p.q, p.q_view, kBlockM);
-  if (err == cudaSuccess) err = qk_map(&tk, p.k, p.k_view, kBlockN);
+  // K as [B, S, H, D] int8 (any strides; D contiguous): box of 128 keys x D of one head.
+  CUtensorMap tk, tv;
+  const TokenView& kv = p.k_view;
+  const int64_t k_dims[4] = {kv.D, kv.S, kv.H, kv.B};
+  const int64_t k_strides[4] = {1, kv.stride_s, kv.stride_h, kv.stride_b};
+  const uint32_t k_box[4] = {uint32_t(D), kBlockN, 1, 1};
+  cudaError_t err = encode_tensor_map(&tk, p.k, ScalarType::Int8, 4, k_dims, k_strides, k_box,
+                                      D == 128 ? TmaSwizzle::B128 : TmaSwizzle::B64);
   if (err == cudaSuccess) {
     const int64_t dims[3] = {p.sk_pad, D, p.k_view.B * p.k_view.H};
     const int64_t strides[3] = {1, p.sk_pad, D * p.sk_pad};
@@ -321,10 +356,10 @@ cudaError_t launch(const MhaInt8Fp8Params& p, cudaStream_t stream) {
   }
   if (err != cudaSuccess) return err;
   const int smem = Smem<D>::kBytes;
-  err = cudaFuncSetAttribute(mha_int8_x_fp8_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  err = cudaFuncSetAttribute(mha_int8_x_fp8_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
-  mha_int8_x_fp8_kernel<D><<<grid, 128, smem, stream>>>(tq, tk, tv, p);
+  mha_int8_x_fp8_kernel<T, D><<<grid, 128, smem, stream>>>(tk, tv, p);
   return last_launch_error();
 }
 
@@ -333,12 +368,15 @@ cudaError_t launch(const MhaInt8Fp8Params& p, cudaStream_t stream) {
 
 cudaError_t mha_int8_x_fp8_fwd(const MhaInt8Fp8Params& p, cudaStream_t stream) {
   const TokenView &q = p.q_view, &k = p.k_view;
+  const bool bf16 = p.q_dtype == ScalarType::BFloat16;
   if (q.D != k.D || (q.D != 64 && q.D != 128) || k.H == 0 || q.H % k.H != 0 || p.sk_pad % 128 != 0 ||
-      p.sk_pad < k.S)
+      p.sk_pad < k.S || (!bf16 && p.q_dtype != ScalarType::Float16) || !is_aligned(p.q, 16) ||
+      q.stride_b % 8 || q.stride_s % 8 || q.stride_h % 8)
     return cudaErrorNotSupported;
   if (q.B * q.H * q.S == 0) return cudaSuccess;
   if (q.B > 65535 || q.H > 65535) return cudaErrorNotSupported;
-  return q.D == 128 ? sm90a::launch<128>(p, stream) : sm90a::launch<64>(p, stream);
+  if (q.D == 128) return bf16 ? sm90a::launch<__nv_bfloat16, 128>(p, stream) : sm90a::launch<__half, 128>(p, stream);
+  return bf16 ? sm90a::launch<__nv_bfloat16, 64>(p, stream) : sm90a::launch<__half, 64>(p, stream);
 }
 
 }  // namespace ac4k

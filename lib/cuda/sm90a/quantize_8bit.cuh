@@ -178,11 +178,6 @@ __global__ void __launch_bounds__(kThreads) quantize_per_block_kernel(const Quan
   const bool col_in = c * 8 < xv.D;
   const T* xb = static_cast<const T*>(p.x) + b * xv.stride_b + h * xv.stride_h + c * 8;
 
-  float mean[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  if (p.smooth != nullptr && col_in) {
-#pragma unroll
-    for (int k = 0; k < 8; ++k) mean[k] = p.smooth[(b * xv.H + h) * xv.D + c * 8 + k];
-  }
   float v[NP][8];
   float amax = 0.f;
 #pragma unroll
@@ -191,10 +186,7 @@ __global__ void __launch_bounds__(kThreads) quantize_per_block_kernel(const Quan
     const bool in = col_in && s < s_end;
     load8<T>(xb + s * xv.stride_s, in, v[i]);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      if (in) v[i][k] = __fsub_rn(v[i][k], mean[k]);  // padding stays 0
-      amax = absmax_acc(amax, v[i][k]);
-    }
+    for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[i][k]);
   }
   amax = block_max<kThreads>(amax);
   const float inv = recip_scale(Fmt::kMax, amax);

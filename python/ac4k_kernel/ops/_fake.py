@@ -61,14 +61,12 @@ def _register() -> None:
             return None
 
     if "mha_int8_x_fp8_fwd" in ops:
-        @torch.library.register_fake("ac4k::quantize_attention_inputs")
-        def _qai(q, k, v, layout):
-            B, D = q.shape[0], q.shape[3]
-            Sq, Hq = (q.shape[1], q.shape[2]) if layout == "BNHD" else (q.shape[2], q.shape[1])
+        @torch.library.register_fake("ac4k::quantize_attention_kv")
+        def _qkv(k, v, layout):
+            B, D = k.shape[0], k.shape[3]
             Sk, Hkv = (k.shape[1], k.shape[2]) if layout == "BNHD" else (k.shape[2], k.shape[1])
             f32 = dict(dtype=torch.float32)
-            return [q.new_empty(q.shape, dtype=torch.int8), q.new_empty((B, Hq, (Sq + 15) // 16), **f32),
-                    k.new_empty(k.shape, dtype=torch.int8), k.new_empty((B, Hkv, (Sk + 63) // 64), **f32),
+            return [k.new_empty(k.shape, dtype=torch.int8), k.new_empty((B, Hkv, (Sk + 63) // 64), **f32),
                     k.new_empty((B, Hkv, D), **f32),
                     v.new_empty((B, Hkv, D, (Sk + 127) // 128 * 128), dtype=torch.float8_e4m3fn),
                     v.new_empty((B, Hkv, D), **f32)]
@@ -78,12 +76,11 @@ def _register() -> None:
             return q.new_empty((q.shape[0], Hq, Sq) if return_lse else (0,), dtype=torch.float32)
 
         @torch.library.register_fake("ac4k::mha_int8_x_fp8_fwd")
-        def _mha(q, q_scale, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, fp16_out):
-            o = q.new_empty(q.shape, dtype=torch.float16 if fp16_out else torch.bfloat16)
-            return o, _lse(q, layout, return_lse)
+        def _mha(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse):
+            return q.new_empty(q.shape), _lse(q, layout, return_lse)
 
         @torch.library.register_fake("ac4k::mha_int8_x_fp8_fwd_out")
-        def _mha_out(q, q_scale, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, out):
+        def _mha_out(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, out):
             return _lse(q, layout, return_lse)
 
 

@@ -1,6 +1,6 @@
-"""attention: Python → torch.ops.ac4k.quantize_attention_inputs + mha_<precision>_fwd
-(lib/cuda_bindings.cc) → launchers in lib/cuda/<arch>/quantize_attention_inputs.cu and
-mha_*.cu. The recipes are defined in ac4k_kernel.reference.attention."""
+"""attention: Python → torch.ops.ac4k.quantize_attention_kv + mha_<precision>_fwd
+(lib/cuda_bindings.cc) → launchers in lib/cuda/<arch>/quantize_attention_kv.cu and
+mha_*.cu (which quantizes Q itself). The recipes are defined in ac4k_kernel.reference.attention."""
 from __future__ import annotations
 
 from typing import Optional
@@ -61,14 +61,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     require_op(_OP.get(precision, ""), "attention", precision, _OP)
     Hq, Hkv, D = _check(q, k, v, layout, out)
     scale = float(sm_scale) if sm_scale is not None else D ** -0.5
-    q8, q_scale, k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_inputs(q, k, v, layout)
+    k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
     if out is not None:
-        lse = torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q8, q_scale, k8, k_scale, vt, v_scale, layout, causal, scale,
-                                                    return_lse, out)
+        lse = torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse, out)
         o = out
     else:
-        o, lse = torch.ops.ac4k.mha_int8_x_fp8_fwd(q8, q_scale, k8, k_scale, vt, v_scale, layout, causal, scale,
-                                                   return_lse, q.dtype == torch.float16)
+        o, lse = torch.ops.ac4k.mha_int8_x_fp8_fwd(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse)
     if not return_lse:
         return o
     # Smoothing moved every score of row i by sm_scale * q_i . k_mean; add it back.
