@@ -426,6 +426,53 @@ std::tuple<at::Tensor, at::Tensor> mha_int8_x_fp8_fwd(const at::Tensor& q, const
 
 }  // namespace
 
+// ------------------------------------------------------------------------------ rope3d
+
+// x, out [B, S, H, D] (bf16 / fp16, D contiguous); grid_sizes int64 [B, 3] and table float32
+// [max_pos, D/2, 2] (complex64 as pairs) on x's device. The Python wrapper converts Wan's freqs
+// and checks CPU grid sizes on the host; GPU grid sizes are checked by the kernel.
+void rope3d_out(const at::Tensor& x, const at::Tensor& grid_sizes, const at::Tensor& table, at::Tensor& out) {
+  const char* op = "rope3d";
+  check_cuda_tensor(x, op, "x");
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&grid_sizes, &table, &out})
+    check_same_device(x, *t, op, "every tensor");
+  TORCH_CHECK(x.dim() == 4, "ac4k::", op, ": x must be [B, S, H, D], got ", shape_str(x.sizes()));
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf, "ac4k::", op,
+              ": x must be bfloat16 or float16");
+  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.sizes() == x.sizes(), "ac4k::", op,
+              ": out must have x's dtype and shape ", shape_str(x.sizes()));
+  const int64_t D = x.size(3);
+  TORCH_CHECK(D % 8 == 0 && D / 2 / 3 > 0, "ac4k::", op, ": head dim must be a multiple of 8 (>= 8), got ",
+              std::to_string(D));
+  TORCH_CHECK(x.stride(3) == 1 && out.stride(3) == 1, "ac4k::", op, ": x and out need a contiguous last dim");
+  TORCH_CHECK(grid_sizes.scalar_type() == at::kLong && grid_sizes.is_contiguous() && grid_sizes.dim() == 2 &&
+                  grid_sizes.size(0) == x.size(0) && grid_sizes.size(1) == 3,
+              "ac4k::", op, ": grid_sizes must be a contiguous int64 [B, 3] tensor, got ", shape_str(grid_sizes.sizes()));
+  TORCH_CHECK(table.scalar_type() == at::kFloat && table.is_contiguous() && table.dim() == 3 &&
+                  table.size(1) == D / 2 && table.size(2) == 2,
+              "ac4k::", op, ": table must be contiguous float32 [max_pos, D/2, 2], got ", shape_str(table.sizes()));
+  c10::cuda::CUDAGuard guard(x.device());
+  ac4k::Rope3dParams p;
+  p.x = x.data_ptr();
+  p.out = out.data_ptr();
+  p.dtype = to_ac4k(x.scalar_type());
+  p.xv = token_view(x, "BNHD", op, "x");
+  p.ov = token_view(out, "BNHD", op, "out");
+  p.grid_sizes = grid_sizes.data_ptr<int64_t>();
+  p.table = table.data_ptr<float>();
+  p.max_pos = table.size(0);
+  const int64_t c = D / 2;
+  p.split0 = int32_t(c - 2 * (c / 3));
+  p.split1 = int32_t(p.split0 + c / 3);
+  check_cuda_call(ac4k::rope3d(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()), op);
+}
+
+at::Tensor rope3d(const at::Tensor& x, const at::Tensor& grid_sizes, const at::Tensor& table) {
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  rope3d_out(x, grid_sizes, table, out);
+  return out;
+}
+
 TORCH_LIBRARY(ac4k, m) {
   for (const char* name : {"quantize_int8", "quantize_fp8"}) {
     const std::string n(name);
@@ -436,6 +483,8 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
         " Tensor(c!) global_scale_out) -> ()");
   m.def("quantize_attention_kv(Tensor k, Tensor v, str layout) -> Tensor[]");
+  m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor table) -> Tensor");
+  m.def("rope3d_out(Tensor x, Tensor grid_sizes, Tensor table, Tensor(a!) out) -> ()");
   m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
         " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
   m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
@@ -450,6 +499,8 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_nvfp4", &quantize_nvfp4);
   m.impl("quantize_nvfp4_out", &quantize_nvfp4_out);
   m.impl("quantize_attention_kv", &quantize_attention_kv);
+  m.impl("rope3d", &rope3d);
+  m.impl("rope3d_out", &rope3d_out);
   m.impl("mha_int8_x_fp8_fwd", &mha_int8_x_fp8_fwd);
   m.impl("mha_int8_x_fp8_fwd_out", &mha_int8_x_fp8_fwd_out);
 }

@@ -84,6 +84,22 @@ struct QuantizeAttentionKvParams {
   float* v_scale = nullptr;                 // [B, H, D]
 };
 
+// rope3d (Wan 2.x): x, out [B, S, H, D] (any strides, D contiguous; out may alias x); grid_sizes
+// [B, 3] int64 on the device (frames, height, width); table [max_pos, D/2] complex64 as float
+// pairs (cos, sin). Pair p of the last dim rotates by table[pos_axis(p), p], the axis split at
+// split0 and split1 (frame pairs [0, split0), height [split0, split1), width [split1, D/2)).
+// Tokens past f*h*w are copied. A grid larger than S or than max_pos fails a device assert.
+struct Rope3dParams {
+  const void* x = nullptr;
+  void* out = nullptr;
+  ScalarType dtype = ScalarType::BFloat16;
+  TokenView xv, ov;
+  const int64_t* grid_sizes = nullptr;
+  const float* table = nullptr;
+  int64_t max_pos = 0;
+  int32_t split0 = 0, split1 = 0;
+};
+
 struct MhaInt8Fp8Params {
   const void* q = nullptr;     // TokenView q_view, bf16 / fp16 (q_dtype, also the output's dtype)
   ScalarType q_dtype = ScalarType::BFloat16;
