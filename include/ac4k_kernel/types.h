@@ -84,18 +84,32 @@ struct QuantizeAttentionKvParams {
   float* v_scale = nullptr;                 // [B, H, D]
 };
 
-// rope3d (Wan 2.x): x, out [B, S, H, D] (any strides, D contiguous; out may alias x); grid_sizes
-// [B, 3] int64 on the device (frames, height, width); table [max_pos, D/2] complex64 as float
-// pairs (cos, sin). Pair p of the last dim rotates by table[pos_axis(p), p], the axis split at
-// split0 and split1 (frame pairs [0, split0), height [split0, split1), width [split1, D/2)).
-// Tokens past f*h*w are copied. A grid larger than S or than max_pos fails a device assert.
+// rope3d (Wan 2.x; ac4k_kernel.reference.rope3d). x, out [B, S, H, D] (any strides, D contiguous,
+// rows 16-byte aligned, D % 8 == 0; out may be x). Token s < f*h*w of sample b sits at
+// (s / (h*w), (s / w) % h, s % w); pair p of its last dim is multiplied by freqs[pos, p] with pos
+// its position on p's axis (frame pairs [0, split0), height [split0, split1), width [split1, D/2)).
+// Tokens past f*h*w are copied bit for bit.
+enum class RopeTable : int32_t {
+  Complex128 = 0,  // freqs: complex128 [max_pos, D/2] (double pairs), row stride freqs_ld
+  Complex64 = 1,   // freqs: complex64 [max_pos, D/2] (float pairs), row stride freqs_ld
+  CosSin = 2,      // freqs: float32 cos [max_pos, D/2] (row stride freqs_ld); sin likewise (sin_ld)
+};
+
 struct Rope3dParams {
+  static constexpr int kMaxHostGrid = 32;
   const void* x = nullptr;
   void* out = nullptr;
   ScalarType dtype = ScalarType::BFloat16;
   TokenView xv, ov;
+  // Grid sizes (f, h, w) per sample: int64 [B, 3] on the device, checked by the kernel (a device
+  // assert on a negative size, f*h*w > S or a size > max_pos); or, when grid_sizes is null, the
+  // first 3*B entries of host_grid (B <= kMaxHostGrid), checked by the caller on the host.
   const int64_t* grid_sizes = nullptr;
-  const float* table = nullptr;
+  int32_t host_grid[3 * kMaxHostGrid] = {};
+  RopeTable table = RopeTable::Complex128;
+  const void* freqs = nullptr;
+  const float* sin = nullptr;
+  int64_t freqs_ld = 0, sin_ld = 0;
   int64_t max_pos = 0;
   int32_t split0 = 0, split1 = 0;
 };

@@ -85,11 +85,11 @@ def _register() -> None:
 
     if "rope3d" in ops:
         @torch.library.register_fake("ac4k::rope3d")
-        def _rope(x, grid_sizes, table):
-            return torch.empty_like(x, memory_format=torch.contiguous_format)
+        def _rope(x, grid_sizes, freqs, sin=None):
+            return x.new_empty(x.shape)
 
         @torch.library.register_fake("ac4k::rope3d_out")
-        def _rope_out(x, grid_sizes, table, out):
+        def _rope_out(x, grid_sizes, freqs, sin, out):
             return None
 
 
