@@ -229,8 +229,9 @@ def _rope_real_f32(x, cos, sin):
 
 
 def bench_rope(iters: int):
-    """rope3d at Wan 14B's (1, 32760, 40, 128) bf16, grid (21, 30, 52): ours (out of place and in
-    place) against the eager complex formulation and torch.compile of a float32 real one. GB/s over
+    """rope3d at Wan 14B's (1, 32760, 40, 128) bf16, grid (21, 30, 52): ours (Wan's complex128 freqs
+    and CPU grid sizes as Wan passes them, out of place and in place; complex64 freqs with GPU grid
+    sizes) against the eager complex formulation and torch.compile of a float32 real one. GB/s over
     x read once and written once."""
     if "rope3d" not in ac4k_kernel.get_info()["ops"]:
         print("rope3d: this build has no rope3d kernel; skipped")
@@ -246,9 +247,11 @@ def bench_rope(iters: int):
     cos, sin = mult.real.float(), mult.imag.float()
     compiled = _compiled(_rope_real_f32)
     y = x.clone()
+    grid_cuda, freqs_c64 = grid.cuda(), freqs_cuda.to(torch.complex64)
     impls = {
         "ac4k": lambda: ac4k_kernel.rope3d(x, grid, freqs_cuda),
         "ac4k in place": lambda: ac4k_kernel.rope3d(y, grid, freqs_cuda, out=y),
+        "ac4k, complex64 freqs, GPU grid_sizes": lambda: ac4k_kernel.rope3d(x, grid_cuda, freqs_c64),
         "torch eager (complex128, Wan's formulation)": lambda: _rope_eager_complex(x, grid, freqs_cuda),
         "torch.compile (float32 real)": lambda: compiled(x, cos, sin),
     }
