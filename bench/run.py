@@ -202,7 +202,70 @@ def bench_accuracy(iters: int):
     return rows
 
 
-BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy": bench_accuracy}
+def _rope_eager_complex(x, grid, freqs):
+    """Wan's formulation, written here: per sample, complex128 products of the (frame, height,
+    width) frequency columns expanded over the grid, padding tokens appended unchanged."""
+    B, S, H, D = x.shape
+    c = D // 2
+    parts = freqs.split([c - 2 * (c // 3), c // 3, c // 3], dim=1)
+    outs = []
+    for i, (f, h, w) in enumerate(grid.tolist()):
+        n = f * h * w
+        xc = torch.view_as_complex(x[i, :n].double().reshape(n, H, c, 2))
+        m = torch.cat([parts[0][:f].view(f, 1, 1, -1).expand(f, h, w, -1),
+                       parts[1][:h].view(1, h, 1, -1).expand(f, h, w, -1),
+                       parts[2][:w].view(1, 1, w, -1).expand(f, h, w, -1)], dim=-1).reshape(n, 1, c)
+        outs.append(torch.cat([torch.view_as_real(xc * m).flatten(2).to(x.dtype), x[i, n:]]))
+    return torch.stack(outs)
+
+
+def _rope_real_f32(x, cos, sin):
+    """The same rotation in float32 real arithmetic with per-token cos / sin [S, D/2] (what
+    torch.compile handles): one sample, the grid covering every token."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    a, b = xf[..., 0], xf[..., 1]
+    cos, sin = cos[None, :, None], sin[None, :, None]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)
+
+
+def bench_rope(iters: int):
+    """rope3d at Wan 14B's (1, 32760, 40, 128) bf16, grid (21, 30, 52): ours (Wan's complex128 freqs
+    and CPU grid sizes as Wan passes them, out of place and in place; complex64 freqs with GPU grid
+    sizes) against the eager complex formulation and torch.compile of a float32 real one. GB/s over
+    x read once and written once."""
+    if "rope3d" not in ac4k_kernel.get_info()["ops"]:
+        print("rope3d: this build has no rope3d kernel; skipped")
+        return []
+    x = torch.randn(ATT, device="cuda", dtype=torch.bfloat16)
+    grid = torch.tensor([[21, 30, 52]])
+    freqs = ref.rope3d_freqs(1024, ATT[3])
+    freqs_cuda = freqs.cuda()
+    c = ATT[3] // 2
+    t = torch.arange(21 * 30 * 52, device="cuda")
+    c0, c1 = c - 2 * (c // 3), c - (c // 3)
+    mult = torch.cat([freqs_cuda[t // (30 * 52), :c0], freqs_cuda[(t // 52) % 30, c0:c1], freqs_cuda[t % 52, c1:]], -1)
+    cos, sin = mult.real.float(), mult.imag.float()
+    compiled = _compiled(_rope_real_f32)
+    y = x.clone()
+    grid_cuda, freqs_c64 = grid.cuda(), freqs_cuda.to(torch.complex64)
+    impls = {
+        "ac4k": lambda: ac4k_kernel.rope3d(x, grid, freqs_cuda),
+        "ac4k in place": lambda: ac4k_kernel.rope3d(y, grid, freqs_cuda, out=y),
+        "ac4k, complex64 freqs, GPU grid_sizes": lambda: ac4k_kernel.rope3d(x, grid_cuda, freqs_c64),
+        "torch eager (complex128, Wan's formulation)": lambda: _rope_eager_complex(x, grid, freqs_cuda),
+        "torch.compile (float32 real)": lambda: compiled(x, cos, sin),
+    }
+    nbytes = 2 * x.numel() * x.element_size()
+    rows = []
+    times = {name: time_cuda(fn, warmup=5, iters=iters) for name, fn in impls.items()}
+    for name, ms in times.items():
+        rows.append({"op": "rope3d", "shape": "x".join(map(str, ATT)) + " bf16 grid 21x30x52", "impl": name,
+                     "ms": ms, "bytes": nbytes, "gbs": nbytes / ms / 1e6, "vs_ours": ms / times["ac4k"]})
+    return rows
+
+
+BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy": bench_accuracy,
+           "rope": bench_rope}
 OURS_ONLY = False  # --ours-only: attention rows of ac4k alone (comparing builds of ac4k)
 
 

@@ -5,6 +5,7 @@
 // Every op is a torch custom op (namespace ac4k) so torch.compile(fullgraph=True) and CUDA-graph
 // capture see it; fake implementations live in python/ac4k_kernel/ops/_fake.py. Ops that write
 // into caller buffers are separate `*_out` schemas that declare the mutation.
+#include <ATen/MemoryOverlap.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
@@ -424,6 +425,135 @@ std::tuple<at::Tensor, at::Tensor> mha_int8_x_fp8_fwd(const at::Tensor& q, const
   return {out, lse};
 }
 
+// ------------------------------------------------------------------------------ rope3d
+
+// The kernel's 16-byte vectors: data pointer and B / S / H strides of [B, S, H, D] (a dim of size
+// one never moves, whatever its stride).
+bool rows_16b_aligned(const at::Tensor& t) {
+  bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  for (int d = 0; d < 3; ++d) ok = ok && (t.size(d) == 1 || t.stride(d) % 8 == 0);
+  return ok;
+}
+
+// token_view of a [B, S, H, D] tensor, with the stride of a dim of size one set to 0.
+ac4k::TokenView rope_view(const at::Tensor& t, const char* op, const char* name) {
+  ac4k::TokenView v = token_view(t, "BNHD", op, name);
+  if (v.B == 1) v.stride_b = 0;
+  if (v.S == 1) v.stride_s = 0;
+  if (v.H == 1) v.stride_h = 0;
+  return v;
+}
+
+// x, out [B, S, H, D] bf16 / fp16; grid_sizes int64 [B, 3] on the CPU or on x's device; freqs
+// complex128 / complex64 [max_pos, D/2], or float32 cos with `sin` float32, on x's device.
+// Checked here, on the host and without a sync: shapes, dtypes, devices, alignment, overlap, and
+// the values of CPU grid sizes (passed to the kernel by value when B <= 32). The values of GPU
+// grid sizes are checked by the kernel (device assert).
+void rope3d_out(const at::Tensor& x, const at::Tensor& grid_sizes, const at::Tensor& freqs,
+                const c10::optional<at::Tensor>& sin, at::Tensor& out) {
+  const char* op = "rope3d";
+  check_half_input(x, op, "x");
+  TORCH_CHECK(x.dim() == 4, "ac4k::", op, ": x must be [B, S, H, D], got ", shape_str(x.sizes()));
+  const int64_t B = x.size(0), S = x.size(1), D = x.size(3), c = D / 2;
+  TORCH_CHECK(D % 2 == 0 && c / 3 > 0, "ac4k::", op, ": head dim D must be even and at least 6 (D/2 pairs split ",
+              "over frame, height and width), got ", std::to_string(D));
+  TORCH_CHECK(D % 8 == 0 && D <= 2048, "ac4k::", op, ": this kernel needs D a multiple of 8 and at most 2048, got ",
+              std::to_string(D));
+  TORCH_CHECK(B <= 65535 && S < (int64_t(1) << 31), "ac4k::", op, ": x ", shape_str(x.sizes()),
+              " is too large (B <= 65535, S < 2^31)");
+  check_cuda_tensor(out, op, "out");
+  check_same_device(x, out, op, "out");
+  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.sizes() == x.sizes(), "ac4k::", op,
+              ": out must have x's dtype ", c10::toString(x.scalar_type()), " and shape ", shape_str(x.sizes()),
+              ", got ", c10::toString(out.scalar_type()), " ", shape_str(out.sizes()));
+  TORCH_CHECK(out.stride(3) == 1, "ac4k::", op, ": out must have a contiguous last dim");
+  at::assert_no_internal_overlap(out);
+  at::assert_no_partial_overlap(out, x);  // out = x (in place) is fine
+  TORCH_CHECK(rows_16b_aligned(x) && rows_16b_aligned(out), "ac4k::", op,
+              ": x and out need 16-byte aligned rows (data pointer 16-byte aligned, B / S / H strides multiples of "
+              "8 elements); x strides ", shape_str(x.strides()), ", out strides ", shape_str(out.strides()),
+              "; call .contiguous()");
+
+  c10::cuda::CUDAGuard guard(x.device());
+  ac4k::Rope3dParams p;
+  check_same_device(x, freqs, op, "freqs");
+  if (sin.has_value()) {
+    check_same_device(x, *sin, op, "sin");
+    TORCH_CHECK(freqs.scalar_type() == at::kFloat && sin->scalar_type() == at::kFloat, "ac4k::", op,
+                ": cos and sin must be float32, got ", c10::toString(freqs.scalar_type()), " and ",
+                c10::toString(sin->scalar_type()));
+    TORCH_CHECK(freqs.dim() == 2 && freqs.size(1) == c && sin->sizes() == freqs.sizes(), "ac4k::", op,
+                ": cos and sin must both be [max_pos, D/2 = ", std::to_string(c), "], got ", shape_str(freqs.sizes()),
+                " and ", shape_str(sin->sizes()));
+    TORCH_CHECK(freqs.stride(1) == 1 && sin->stride(1) == 1, "ac4k::", op, ": cos and sin need a contiguous last dim");
+    p.table = ac4k::RopeTable::CosSin;
+    p.sin = sin->data_ptr<float>();
+    p.sin_ld = sin->stride(0);
+  } else {
+    TORCH_CHECK(freqs.scalar_type() == at::kComplexDouble || freqs.scalar_type() == at::kComplexFloat, "ac4k::", op,
+                ": freqs must be complex128 or complex64 (or pass cos and sin), got ",
+                c10::toString(freqs.scalar_type()));
+    TORCH_CHECK(freqs.dim() == 2 && freqs.size(1) == c, "ac4k::", op, ": freqs must be [max_pos, D/2 = ",
+                std::to_string(c), "], got ", shape_str(freqs.sizes()));
+    TORCH_CHECK(freqs.stride(1) == 1, "ac4k::", op, ": freqs needs a contiguous last dim");
+    const bool c128 = freqs.scalar_type() == at::kComplexDouble;
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(freqs.data_ptr()) % (c128 ? 16 : 8) == 0, "ac4k::", op,
+                ": freqs must be aligned to its element size");
+    p.table = c128 ? ac4k::RopeTable::Complex128 : ac4k::RopeTable::Complex64;
+  }
+  p.freqs = freqs.data_ptr();
+  p.freqs_ld = freqs.stride(0);
+  p.max_pos = freqs.size(0);
+  TORCH_CHECK(p.max_pos < (int64_t(1) << 31), "ac4k::", op, ": freqs has too many positions");
+
+  TORCH_CHECK(grid_sizes.scalar_type() == at::kLong && grid_sizes.dim() == 2 && grid_sizes.size(0) == B &&
+                  grid_sizes.size(1) == 3,
+              "ac4k::", op, ": grid_sizes must be an int64 [B, 3] = [", std::to_string(B), ", 3] tensor, got ",
+              c10::toString(grid_sizes.scalar_type()), " ", shape_str(grid_sizes.sizes()));
+  at::Tensor grid_dev;  // keeps a device copy alive until the launch is queued
+  if (grid_sizes.is_cpu()) {
+    const at::Tensor g = grid_sizes.contiguous();
+    const int64_t* v = g.data_ptr<int64_t>();
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t f = v[3 * i], h = v[3 * i + 1], w = v[3 * i + 2];
+      const std::string at_i = "grid_sizes[" + std::to_string(i) + "] = (" + std::to_string(f) + ", " +
+                               std::to_string(h) + ", " + std::to_string(w) + ")";
+      TORCH_CHECK(f >= 0 && h >= 0 && w >= 0, "ac4k::", op, ": ", at_i, " has a negative size");
+      TORCH_CHECK(f <= p.max_pos && h <= p.max_pos && w <= p.max_pos, "ac4k::", op, ": freqs has ",
+                  std::to_string(p.max_pos), " positions, ", at_i, " needs ", std::to_string(std::max({f, h, w})));
+      TORCH_CHECK(f * h <= S && f * h * w <= S, "ac4k::", op, ": ", at_i, " covers ",
+                  f * h <= S ? std::to_string(f * h * w) : "more than " + std::to_string(S),
+                  " tokens, more than S = ", std::to_string(S));
+    }
+    if (B <= ac4k::Rope3dParams::kMaxHostGrid) {
+      for (int64_t i = 0; i < 3 * B; ++i) p.host_grid[i] = static_cast<int32_t>(v[i]);
+    } else {  // pinned, so the copy is queued on the stream without a host sync
+      grid_dev = g.pin_memory().to(x.device(), at::kLong, /*non_blocking=*/true);
+    }
+  } else {
+    check_same_device(x, grid_sizes, op, "grid_sizes");
+    grid_dev = grid_sizes.contiguous();
+  }
+  if (grid_dev.defined()) p.grid_sizes = grid_dev.data_ptr<int64_t>();
+
+  p.x = x.data_ptr();
+  p.out = out.data_ptr();
+  p.dtype = to_ac4k(x.scalar_type());
+  p.xv = rope_view(x, op, "x");
+  p.ov = rope_view(out, op, "out");
+  p.split0 = static_cast<int32_t>(c - 2 * (c / 3));
+  p.split1 = static_cast<int32_t>(p.split0 + c / 3);
+  check_cuda_call(ac4k::rope3d(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()), op);
+}
+
+at::Tensor rope3d(const at::Tensor& x, const at::Tensor& grid_sizes, const at::Tensor& freqs,
+                  const c10::optional<at::Tensor>& sin) {
+  check_half_input(x, "rope3d", "x");
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  rope3d_out(x, grid_sizes, freqs, sin, out);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(ac4k, m) {
@@ -436,6 +566,8 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
         " Tensor(c!) global_scale_out) -> ()");
   m.def("quantize_attention_kv(Tensor k, Tensor v, str layout) -> Tensor[]");
+  m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin=None) -> Tensor");
+  m.def("rope3d_out(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin, Tensor(a!) out) -> ()");
   m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
         " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
   m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
@@ -450,6 +582,8 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_nvfp4", &quantize_nvfp4);
   m.impl("quantize_nvfp4_out", &quantize_nvfp4_out);
   m.impl("quantize_attention_kv", &quantize_attention_kv);
+  m.impl("rope3d", &rope3d);
+  m.impl("rope3d_out", &rope3d_out);
   m.impl("mha_int8_x_fp8_fwd", &mha_int8_x_fp8_fwd);
   m.impl("mha_int8_x_fp8_fwd_out", &mha_int8_x_fp8_fwd_out);
 }

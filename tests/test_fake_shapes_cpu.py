@@ -75,3 +75,22 @@ def test_attention_argument_checks_on_cuda_tensors(fake):
             ac4k_kernel.attention(q, _cuda(2, 64, 4, 128), _cuda(2, 64, 4, 128))
         with pytest.raises(ValueError, match="out must be"):
             ac4k_kernel.attention(q, q, q, out=_cuda(1, 64, 4, 64))
+
+
+def test_rope3d_fake_shapes(fake):
+    with fake:
+        x = _cuda(2, 300, 3, 128)
+        freqs = torch.empty(64, 64, dtype=torch.complex128, device="cuda")
+        cos_sin = (torch.empty(64, 64, device="cuda"), torch.empty(64, 64, device="cuda"))
+        for grid in (torch.tensor([[2, 3, 4], [1, 5, 5]]), torch.empty(2, 3, dtype=torch.int32, device="cuda"),
+                     [[2, 3, 4], [1, 5, 5]]):
+            y = ac4k_kernel.rope3d(x, grid, freqs)
+            assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device and y.is_contiguous()
+            y = ac4k_kernel.rope3d(x.transpose(1, 2).contiguous().transpose(1, 2), grid, cos_sin)
+            assert y.shape == x.shape and y.is_contiguous()
+            out = _cuda(2, 300, 3, 128, dtype=torch.bfloat16)
+            assert ac4k_kernel.rope3d(x, grid, freqs, out=out) is out
+        with pytest.raises(ValueError, match="integers"):
+            ac4k_kernel.rope3d(x, torch.ones(2, 3), freqs)
+        with pytest.raises(ValueError, match="pair"):
+            ac4k_kernel.rope3d(x, [[1, 1, 1]] * 2, cos_sin[:1])

@@ -33,4 +33,20 @@ __device__ __forceinline__ int64_t row_offset(const RowView& v, int64_t r) {
   return off;
 }
 
+// n / d for a divisor fixed at launch and 0 <= n < 2^31, as a multiply-high and a shift
+// (Granlund-Montgomery, as CUTLASS's FastDivmod): m = ceil(2^(31 + l) / d), l = ceil(log2 d).
+struct FastDiv {
+  uint32_t d = 1, mul = 0, shr = 0;
+  FastDiv() = default;
+  __host__ explicit FastDiv(uint32_t divisor) : d(divisor) {
+    if (d <= 1) return;
+    uint32_t l = 0;
+    while ((uint64_t(1) << l) < d) ++l;
+    const uint32_t p = 31 + l;
+    mul = uint32_t(((uint64_t(1) << p) + d - 1) / d);
+    shr = p - 32;
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const { return d == 1 ? n : __umulhi(n, mul) >> shr; }
+};
+
 }  // namespace ac4k

@@ -83,5 +83,14 @@ def _register() -> None:
         def _mha_out(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, out):
             return _lse(q, layout, return_lse)
 
+    if "rope3d" in ops:
+        @torch.library.register_fake("ac4k::rope3d")
+        def _rope(x, grid_sizes, freqs, sin=None):
+            return x.new_empty(x.shape)
+
+        @torch.library.register_fake("ac4k::rope3d_out")
+        def _rope_out(x, grid_sizes, freqs, sin, out):
+            return None
+
 
 _register()

@@ -1,0 +1,214 @@
+// rope3d for sm90a: Wan 2.x's 3D rotary embedding (ac4k_kernel.reference.rope3d), memory-bound:
+// x is read once and written once in 16-byte vectors; the freqs table stays in L2.
+//
+// A CTA takes `tokens_per_block` consecutive tokens of one sample (about 1024 16-byte chunks, so
+// each of its 128 threads has up to 8 loads in flight). It issues its loads first; while they are
+// in flight it reads the sample's grid sizes and builds each token's D/2 multipliers (cos, sin as
+// float hi + lo parts) in shared memory, from whichever table form was passed, so the per-chunk
+// work is two fast divisions and the rotation.
+//
+// The rotation is float32 with each product's rounding error recovered by an FMA and the table's
+// lo parts added (complex128 tables keep ~48 bits of cos / sin): the value before the final
+// rounding is within ~2^-23 relative of the complex128 product, so the output is within one ulp
+// of the fp64 formulation even where a*cos - b*sin cancels (plain float32 products are not).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "ac4k_kernel/ops.h"
+#include "common/math.cuh"
+#include "common/utils.cuh"
+
+namespace ac4k {
+namespace sm90a {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kUnroll = 8;                               // 16-byte chunks per thread per round
+constexpr int kChunksPerRound = kThreads * kUnroll;      // what a CTA aims to cover
+constexpr int64_t kMaxMultBytes = 16 * 1024;             // shared multipliers per CTA (D <= 2048)
+
+struct Launch {
+  FastDiv cpt;    // 16-byte chunks per token, H * D/8
+  FastDiv cpd;    // chunks per head, D/8
+  FastDiv pairs;  // D/2
+  int32_t tokens_per_block = 1;
+};
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  const __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// (a + ib)(c + is) with c = m.x + m.z, s = m.y + m.w (hi, lo parts). Explicit _rn intrinsics:
+// contracting a product into the next add would break the error recovery.
+__device__ __forceinline__ uint32_t rotate_pair_bits(float a, float b, float4 m, bool bf16) {
+  const float ac = __fmul_rn(a, m.x), ac_e = __fmaf_rn(a, m.x, -ac);
+  const float bs = __fmul_rn(b, m.y), bs_e = __fmaf_rn(b, m.y, -bs);
+  const float as = __fmul_rn(a, m.y), as_e = __fmaf_rn(a, m.y, -as);
+  const float bc = __fmul_rn(b, m.x), bc_e = __fmaf_rn(b, m.x, -bc);
+  // ac - bs and as + bc are exact when they cancel (Sterbenz); else their error is 2^-24 of the result.
+  const float re_lo = __fadd_rn(__fsub_rn(ac_e, bs_e), __fmaf_rn(a, m.z, -__fmul_rn(b, m.w)));
+  const float im_lo = __fadd_rn(__fadd_rn(as_e, bc_e), __fmaf_rn(a, m.w, __fmul_rn(b, m.z)));
+  const float re = __fadd_rn(__fsub_rn(ac, bs), re_lo), im = __fadd_rn(__fadd_rn(as, bc), im_lo);
+  return bf16 ? pack2<__nv_bfloat16>(re, im) : pack2<__half>(re, im);
+}
+
+// Stops the kernel with a message (not compiled out by NDEBUG); the next synchronizing CUDA call
+// raises "device-side assert triggered".
+__device__ __forceinline__ void fail(const char* msg) { __assert_fail(msg, __FILE__, __LINE__, "rope3d_kernel"); }
+
+// freqs[pos, pair] as (cos hi, sin hi, cos lo, sin lo).
+__device__ __forceinline__ float4 load_mult(const Rope3dParams& p, int64_t pos, int pair) {
+  if (p.table == RopeTable::Complex128) {
+    const double2 z = static_cast<const double2*>(p.freqs)[pos * p.freqs_ld + pair];
+    const float c = __double2float_rn(z.x), s = __double2float_rn(z.y);
+    return make_float4(c, s, __double2float_rn(z.x - double(c)), __double2float_rn(z.y - double(s)));
+  }
+  if (p.table == RopeTable::Complex64) {
+    const float2 z = static_cast<const float2*>(p.freqs)[pos * p.freqs_ld + pair];
+    return make_float4(z.x, z.y, 0.f, 0.f);
+  }
+  return make_float4(static_cast<const float*>(p.freqs)[pos * p.freqs_ld + pair], p.sin[pos * p.sin_ld + pair], 0.f,
+                     0.f);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_constant__ Rope3dParams p, const Launch l) {
+  extern __shared__ float4 mult[];  // [tokens of this CTA][D/2]
+  const TokenView &xv = p.xv, &ov = p.ov;
+  const int64_t b = blockIdx.y;
+  const int64_t s0 = int64_t(blockIdx.x) * l.tokens_per_block;
+  const uint32_t ntok = uint32_t(min(int64_t(l.tokens_per_block), xv.S - s0));
+  const uint32_t nchunks = ntok * l.cpt.d;
+  const T* x = static_cast<const T*>(p.x) + b * xv.stride_b + s0 * xv.stride_s;
+  T* out = static_cast<T*>(p.out) + b * ov.stride_b + s0 * ov.stride_s;
+
+  // Chunk i of this CTA: token t = i / cpt, head h, 8 elements from d = 8q.
+  auto x_at = [&](uint32_t i) {
+    const uint32_t t = l.cpt.div(i), r = i - t * l.cpt.d, h = l.cpd.div(r), q = r - h * l.cpd.d;
+    return t * xv.stride_s + h * xv.stride_h + 8 * q;
+  };
+  uint4 v[kUnroll];
+  auto load_round = [&](uint32_t base) {
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      const uint32_t i = base + k * kThreads + threadIdx.x;
+      if (i < nchunks) v[k] = ldg_stream(x + x_at(i));
+    }
+  };
+  load_round(0);
+
+  // While the loads are in flight: this sample's grid and the tokens' multipliers.
+  int64_t f, gh, gw;
+  if (p.grid_sizes != nullptr) {
+    f = p.grid_sizes[3 * b];
+    gh = p.grid_sizes[3 * b + 1];
+    gw = p.grid_sizes[3 * b + 2];
+  } else {
+    f = p.host_grid[3 * b];
+    gh = p.host_grid[3 * b + 1];
+    gw = p.host_grid[3 * b + 2];
+  }
+  // GPU grid sizes are checked here, where they are (no host sync); host ones were checked by
+  // the binding already. The conditions are the same for the whole CTA, so it leaves together.
+  if (f < 0 || gh < 0 || gw < 0) {
+    fail("rope3d: grid_sizes has a negative size");
+    return;
+  }
+  if (f > p.max_pos || gh > p.max_pos || gw > p.max_pos) {
+    fail("rope3d: grid_sizes needs more positions than freqs has (a size > max_pos)");
+    return;
+  }
+  const int64_t fh = f * gh;  // each factor <= max_pos < 2^31: no overflow
+  if (fh > xv.S || fh * gw > xv.S) {
+    fail("rope3d: grid_sizes covers more tokens than x has (f*h*w > S)");
+    return;
+  }
+  const int64_t n = fh * gw;  // tokens rotated; the rest are copied
+  if (s0 < n) {
+    const uint32_t hw = uint32_t(gh * gw);  // <= n <= S < 2^31 and nonzero here
+    for (uint32_t e = threadIdx.x; e < ntok * l.pairs.d; e += kThreads) {
+      const uint32_t t = l.pairs.div(e), pair = e - t * l.pairs.d;
+      const uint32_t s = uint32_t(s0 + t);
+      if (s >= n) break;  // e only grows
+      const uint32_t pos = pair < uint32_t(p.split0)   ? s / hw
+                           : pair < uint32_t(p.split1) ? (s / uint32_t(gw)) % uint32_t(gh)
+                                                       : s % uint32_t(gw);
+      mult[e] = load_mult(p, pos, int(pair));
+    }
+  }
+  __syncthreads();
+
+  for (uint32_t base = 0;;) {
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      const uint32_t i = base + k * kThreads + threadIdx.x;
+      if (i >= nchunks) continue;
+      const uint32_t t = l.cpt.div(i), r = i - t * l.cpt.d, h = l.cpd.div(r), q = r - h * l.cpd.d;
+      uint4 w = v[k];
+      if (s0 + t < n) {
+        float a[8];
+        unpack8<T>(v[k], a);
+        const float4* m = mult + t * l.pairs.d + 4 * q;
+        constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+        w.x = rotate_pair_bits(a[0], a[1], m[0], bf16);
+        w.y = rotate_pair_bits(a[2], a[3], m[1], bf16);
+        w.z = rotate_pair_bits(a[4], a[5], m[2], bf16);
+        w.w = rotate_pair_bits(a[6], a[7], m[3], bf16);
+      }
+      __stcs(reinterpret_cast<uint4*>(out + t * ov.stride_s + h * ov.stride_h + 8 * q), w);
+    }
+    base += kChunksPerRound;
+    if (base >= nchunks) break;
+    load_round(base);
+  }
+}
+
+template <typename T>
+cudaError_t launch(const Rope3dParams& p, cudaStream_t stream) {
+  const TokenView& v = p.xv;
+  if (v.B == 0 || v.S == 0 || v.H == 0) return cudaSuccess;
+  const int64_t pairs = v.D / 2, cpd = v.D / 8, cpt = v.H * cpd;
+  const int64_t mult_bytes = pairs * int64_t(sizeof(float4));
+  if (mult_bytes > kMaxMultBytes || cpt > kChunksPerRound * int64_t(1 << 20) || v.S >= (int64_t(1) << 31) ||
+      v.B > 65535 || (p.grid_sizes == nullptr && v.B > Rope3dParams::kMaxHostGrid))
+    return cudaErrorNotSupported;
+  const int64_t tpb = std::max<int64_t>(1, std::min({int64_t(kChunksPerRound) / cpt, kMaxMultBytes / mult_bytes, v.S}));
+  Launch l;
+  l.cpt = FastDiv(uint32_t(cpt));
+  l.cpd = FastDiv(uint32_t(cpd));
+  l.pairs = FastDiv(uint32_t(pairs));
+  l.tokens_per_block = int32_t(tpb);
+  const dim3 grid(unsigned((v.S + tpb - 1) / tpb), unsigned(v.B));
+  rope3d_kernel<T><<<grid, kThreads, size_t(tpb * mult_bytes), stream>>>(p, l);
+  return last_launch_error();
+}
+
+}  // namespace
+}  // namespace sm90a
+
+cudaError_t rope3d(const Rope3dParams& p, cudaStream_t stream) {
+  const TokenView &xv = p.xv, &ov = p.ov;
+  if (xv.D % 8 != 0 || xv.D < 8 || ov.B != xv.B || ov.S != xv.S || ov.H != xv.H || ov.D != xv.D)
+    return cudaErrorNotSupported;
+  if (!is_aligned(p.x, 16) || !is_aligned(p.out, 16) || xv.stride_b % 8 || xv.stride_s % 8 || xv.stride_h % 8 ||
+      ov.stride_b % 8 || ov.stride_s % 8 || ov.stride_h % 8)
+    return cudaErrorNotSupported;
+  switch (p.dtype) {
+    case ScalarType::BFloat16: return sm90a::launch<__nv_bfloat16>(p, stream);
+    case ScalarType::Float16: return sm90a::launch<__half>(p, stream);
+    default: return cudaErrorNotSupported;
+  }
+}
+
+}  // namespace ac4k
