@@ -2,15 +2,13 @@
 // cores (the SageAttention2 recipe; ac4k_kernel.reference.attention_int8_fp8). Inputs come from
 // quantize_attention_kv.cu (layouts in types.h); Q comes in bf16 / fp16 and is quantized here.
 //
-// One warpgroup per CTA owns a tile of 64 query rows of one (batch, head) at a time; three CTAs
-// share an SM (two stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the
-// resident CTAs interleave their softmax and tensor-core phases by themselves. The grid is
-// persistent (one CTA per resident slot, tiles strided over it): thread 0 issues the TMA loads of
-// K / V^T two 128-key blocks ahead on mbarriers through the CTA's whole stream of tiles, and the
-// next tile's Q is loaded before the current tile's epilogue, so a tile's start costs no load
-// latency. Each warp quantizes its 16 query rows to INT8 itself (one scale per warp: the recipe's
-// 16-token Q blocks) straight into the swizzled tile the QK wgmma reads: Q never makes an INT8
-// round trip through memory.
+// One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
+// stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
+// interleave their softmax and tensor-core phases by themselves. Thread 0 issues the TMA loads of
+// K / V^T, one 128-key block ahead on mbarriers, refilling a stage once its PV is done. Meanwhile
+// each warp quantizes its 16 query rows to INT8 (one scale per warp: the recipe's 16-token Q
+// blocks) straight into the swizzled tile the QK wgmma reads: Q never makes an INT8 round trip
+// through memory, which saves the separate pass (a third of the input quantization's bytes).
 // Per key block n, serially:
 //   softmax(S_n)       FP32 online softmax in the log2 domain: row max on the integer scores,
 //                      dequantization and max subtraction in one FFMA, ex2, P to E4M3 offset by
@@ -134,7 +132,7 @@ struct Smem {
   static constexpr int kVData = D * kBlockN;
   static constexpr int kV = (D + 8) * kBlockN;
   // No alignment slack: three CTAs must fit in the SM's 228 KB (the base is checked below).
-  static constexpr int kBytes = kQ + kStages * (kK + kV) + 128 /* barriers, Sched */;
+  static constexpr int kBytes = kQ + kStages * (kK + kV) + 64 /* barriers */;
 };
 
 // Byte offset of (row, 8-byte chunk ch) in a K-major 8-bit tile of D bytes per row, swizzled as TMA
@@ -145,108 +143,46 @@ __device__ __forceinline__ int swizzled_offset(int row, int ch) {
   return row * D + unit * 16 + (ch & 1) * 8;
 }
 
-// Q of one warp (16 rows x D, 16-byte chunks) in registers. Rows past Sq read as zeros.
-template <int D>
-struct QRows {
-  static constexpr int kChunks = D / 8;           // 16-byte chunks per row
-  static constexpr int kPer = 16 * kChunks / 32;  // chunks per lane
-  uint4 raw[kPer];
-
-  // fetch = false: only pull the lines into L2 (no registers held), one tile ahead, so that the
-  // next tile's loads hit L2 while the current tile's epilogue runs.
-  template <bool fetch, typename T>
-  __device__ __forceinline__ void load(const T* qb, int64_t stride_s, int64_t n_rows, int64_t row_first, int lane) {
+// Rows [row_first, row_first + 16) of q (one warp) -> INT8 in the swizzled Q tile; returns the
+// scale amax / 127 (bit-exact with quantize_int8(q, "per_block", 16)). Rows past Sq are zeros.
+template <typename T, int D>
+__device__ __forceinline__ float quantize_q_rows(const T* qb, int64_t stride_s, int64_t n_rows, int64_t row_first,
+                                                 uint8_t* sq, int tile_row0, int lane) {
+  constexpr int kChunks = D / 8;           // 16-byte chunks per row
+  constexpr int kPer = 16 * kChunks / 32;  // chunks per lane
+  float x[kPer][8];
+  float amax = 0.f;
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j;
-      const int64_t row = row_first + i / kChunks;
-      const T* src = qb + row * stride_s + (i % kChunks) * 8;
-      if constexpr (fetch) {
-        raw[j] = row < n_rows ? ldg_stream(src) : make_uint4(0, 0, 0, 0);
-      } else if (row < n_rows && i % 8 == 0) {  // one prefetch per 128-byte line
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(src));
-      }
+  for (int j = 0; j < kPer; ++j) {
+    const int i = lane + 32 * j, rr = i / kChunks, ch = i % kChunks;
+    const int64_t row = row_first + rr;
+    if (row < n_rows) {
+      unpack8<T>(ldg_stream(qb + row * stride_s + ch * 8), x[j]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) x[j][k] = 0.f;
     }
-  }
-
-  // -> INT8 rows tile_row0.. of the swizzled Q tile; returns the scale amax / 127 (bit-exact with
-  // quantize_int8(q, "per_block", 16)).
-  template <typename T>
-  __device__ __forceinline__ float quantize(uint8_t* sq, int tile_row0, int lane) const {
-    float x[kPer][8];
-    float amax = 0.f;
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      unpack8<T>(raw[j], x[j]);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, x[j][k]);
-    }
-    amax = group_max<32>(amax);
-    const float inv = recip_scale(127.f, amax);
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j;
-      int32_t q[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) q[k] = quant_int8(x[j][k], inv);
-      *reinterpret_cast<uint2*>(sq + swizzled_offset<D>(tile_row0 + i / kChunks, i % kChunks)) =
-          make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7]));
-    }
-    return __fdiv_rn(amax, 127.f);
+    for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, x[j][k]);
   }
-};
-
-// The grid is persistent: CTA c takes query tiles c, c + gridDim.x, ... in (b, h, m) order, m fastest,
-// so that the resident CTAs share a few heads' K / V in L2; causal reverses m (longest tiles first).
-struct Tiles {
-  int n_m, H;
-  int group;   // q heads per k / v head
-  int n_kblk;  // K scales per head (64 keys each)
-  int64_t Sq, Sk;
-  int n_blocks_all;
-  bool causal;
-  __device__ __forceinline__ void decode(int t, int& m, int& h, int& b) const {
-    const int bh = t / n_m, mm = t - bh * n_m;
-    m = causal ? n_m - 1 - mm : mm;
-    h = bh % H;
-    b = bh / H;
+  amax = group_max<32>(amax);
+  const float inv = recip_scale(127.f, amax);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = lane + 32 * j, rr = i / kChunks, ch = i % kChunks;
+    int32_t q[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) q[k] = quant_int8(x[j][k], inv);
+    *reinterpret_cast<uint2*>(sq + swizzled_offset<D>(tile_row0 + rr, ch)) =
+        make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7]));
   }
-  // Key blocks of query tile m. Causal (bottom-right aligned): query row i sees keys j <= i + Sk - Sq.
-  __device__ __forceinline__ int blocks(int m) const {
-    if (!causal) return n_blocks_all;
-    const int64_t last_key = int64_t(m + 1) * kBlockM - 1 + Sk - Sq;
-    return last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
-  }
-};
-
-struct LoadCursor {
-  int tile, blk, stage, nblk, b, hkv;
-};
-
-// The scheduling state lives in shared memory and is read through volatile loads where it is used:
-// as registers it would stay live through the main loop, which has none to spare.
-struct Sched {
-  Tiles tiles;
-  LoadCursor ld;  // thread 0's
-};
-__device__ __forceinline__ Tiles read_tiles(const Sched* s) {
-  const volatile Tiles& v = s->tiles;
-  Tiles t;
-  t.n_m = v.n_m;
-  t.H = v.H;
-  t.group = v.group;
-  t.n_kblk = v.n_kblk;
-  t.Sq = v.Sq;
-  t.Sk = v.Sk;
-  t.n_blocks_all = v.n_blocks_all;
-  t.causal = v.causal;
-  return t;
+  return __fdiv_rn(amax, 127.f);
 }
 
 template <typename T, int D>
 __global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
 mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
-                      const MhaInt8Fp8Params p, const int n_tiles) {
+                      const MhaInt8Fp8Params p) {
   extern __shared__ __align__(1024) uint8_t smem[];
   // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
   // window starts there on sm90 (no static shared memory in this kernel).
@@ -258,8 +194,15 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_con
 
   const TokenView& qv = p.q_view;
   const TokenView& kv = p.k_view;
-  const int causal_shift = int(kv.S - qv.S);  // token counts < 2^30 (checked by the launcher)
-  const int n_keys = int(kv.S);
+  const int m_blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int hkv = int(h / (qv.H / kv.H));
+  const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
+  // Causal (bottom-right aligned): query row i sees keys j <= i + Sk - Sq.
+  int n_blocks = n_blocks_all;
+  if (p.causal) {
+    const int64_t last_key = int64_t(m_blk + 1) * kBlockM - 1 + kv.S - qv.S;
+    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
+  }
 
   // The ones rows of every V^T stage (E4M3 1.0 = 0x38; the swizzle moves bytes only within a row).
   for (int i = threadIdx.x; i < kStages * 8 * kBlockN / 16; i += blockDim.x) {
@@ -268,193 +211,129 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_con
         make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
   }
   const int tid = threadIdx.x;
-
-  // Thread 0's load cursor: the next (tile, key block) of this CTA's stream, kept in shared memory
-  // (no registers in the main loop). Loads run kStages blocks ahead of the consumers across tile
-  // boundaries, so a tile's first K / V blocks arrive while the previous tile finishes.
-  Sched* sched = reinterpret_cast<Sched*>(full + kStages);
-  LoadCursor* ld = &sched->ld;
-  auto ld_seek = [&](int t) {  // the first tile from t on (stride gridDim.x) with a key block
-    const Tiles tiles = read_tiles(sched);
-    for (; t < n_tiles; t += int(gridDim.x)) {
-      int m, h, b;
-      tiles.decode(t, m, h, b);
-      const int nb = tiles.blocks(m);
-      if (nb > 0) {
-        *ld = LoadCursor{t, 0, ld->stage, nb, b, h / tiles.group};
-        return;
-      }
-    }
-    ld->tile = n_tiles;
-  };
-  auto ld_issue = [&]() {
-    const LoadCursor c = *ld;
-    if (c.tile >= n_tiles) return;
-    mbar_arrive_expect_tx(full + c.stage, Smem<D>::kK + Smem<D>::kVData);
-    tma_load_4d(sk + c.stage * Smem<D>::kK, &tm_k, full + c.stage, 0, c.blk * kBlockN, c.hkv, c.b);
-    tma_load_3d(sv + c.stage * Smem<D>::kV, &tm_v, full + c.stage, c.blk * kBlockN, 0, c.b * int(kv.H) + c.hkv);
-    ld->stage = c.stage + 1 == kStages ? 0 : c.stage + 1;
-    if (c.blk + 1 < c.nblk) {
-      ld->blk = c.blk + 1;
-    } else {
-      ld_seek(c.tile + int(gridDim.x));
-    }
+  auto load_kv = [&](int n, int stage) {
+    mbar_arrive_expect_tx(full + stage, Smem<D>::kK + Smem<D>::kVData);
+    tma_load_4d(sk + stage * Smem<D>::kK, &tm_k, full + stage, 0, n * kBlockN, hkv, b);
+    tma_load_3d(sv + stage * Smem<D>::kV, &tm_v, full + stage, n * kBlockN, 0, b * int(kv.H) + hkv);
   };
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) mbar_init(full + s, 1);
     fence_barrier_init();
-    sched->tiles = Tiles{int(ceil_div(qv.S, kBlockM)), int(qv.H), int(qv.H / kv.H), int(ceil_div(kv.S, 64)), qv.S, kv.S,
-                         int(ceil_div(kv.S, kBlockN)), p.causal};
-    ld->stage = 0;
-    ld_seek(blockIdx.x);
-    for (int s = 0; s < kStages; ++s) ld_issue();
+    for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
+  }
+  const int warp = tid / 32, lane = tid % 32, quad = lane % 4;
+  // Q scale per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
+  const float q_scale = quantize_q_rows<T, D>(
+      static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
+      int64_t(m_blk) * kBlockM + warp * 16, sq, warp * 16, lane);
+  fence_proxy_async_shared();  // generic-proxy writes (Q, ones rows) before the wgmma reads them
+  __syncthreads();
+
+  const int64_t row0 = int64_t(m_blk) * kBlockM + warp * 16 + lane / 4;  // and row0 + 8
+  const int n_kblk = int(ceil_div(kv.S, 64));
+  const float c_q = q_scale * p.sm_scale * kLog2e;
+  const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * n_kblk;
+  const int64_t causal_shift = kv.S - qv.S;
+  const int64_t row_first = int64_t(m_blk) * kBlockM;
+
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  if (n_blocks > 0) {
+    const uint64_t dq = qk_desc<D>(sq);
+    int32_t acc[kBlockN / 2];
+    float ob[D / 2 + 4];
+    float c[2];
+    auto block_c = [&](int n) {
+      c[0] = c_q * k_scale[2 * n];
+      c[1] = 2 * n + 1 < n_kblk ? c_q * k_scale[2 * n + 1] : 0.f;
+    };
+    auto qk = [&](int stage) {
+      wgmma_fence_operand(acc);
+      wgmma_fence();
+      issue_qk<D>(acc, dq, sk + stage * Smem<D>::kK);
+      wgmma_commit();
+    };
+    int stage = 0;
+    uint32_t phase = 0;
+    mbar_wait(full, 0);
+    qk(0);
+    block_c(0);
+    wgmma_wait<0>();
+    wgmma_fence_operand(acc);
+    auto step = [&](int n, auto more) {
+      constexpr bool kMore = decltype(more)::value;
+      float alpha[2];
+      uint32_t pa[kBlockN / 32][4];
+      const bool need_mask = int64_t(n + 1) * kBlockN > kv.S ||
+                             (p.causal && int64_t(n + 1) * kBlockN - 1 > row_first + causal_shift);
+      if (need_mask) {
+        const int64_t key0 = int64_t(n) * kBlockN + 2 * quad;
+        const int key_end = int(min(kv.S - key0, int64_t(kBlockN)));
+        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(kBlockN)), int64_t(-kBlockN))) : kBlockN;
+        softmax_step<true>(acc, pa, c, m, alpha, key_end, diag);
+      } else {
+        softmax_step<false>(acc, pa, c, m, alpha, 0, 0);
+      }
+      const uint64_t dv = make_smem_desc_kmajor_sw128(sv + stage * Smem<D>::kV);
+      wgmma_fence_operand(ob);
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < kBlockN / 32; ++k) wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * k), k > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operand(ob);
+      if (tid == 0 && n + kStages < n_blocks) load_kv(n + kStages, stage);  // the stage is free
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
+      l[0] = fmaf(l[0], alpha[0], ob[D / 2]);
+      l[1] = fmaf(l[1], alpha[1], ob[D / 2 + 2]);
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1u;
+      }
+      if (kMore) {
+        mbar_wait(full + stage, phase);
+        qk(stage);
+        block_c(n + 1);
+        wgmma_wait<0>();
+        wgmma_fence_operand(acc);
+      }
+    };
+    for (int n = 0; n + 1 < n_blocks; ++n) step(n, std::true_type{});
+    step(n_blocks - 1, std::false_type{});
   }
 
-  QRows<D> qrows;
-  auto load_q = [&](auto fetch, int t, int warp, int lane) {
-    if (t >= n_tiles) return;
-    int m, h, b;
-    read_tiles(sched).decode(t, m, h, b);
-    qrows.template load<decltype(fetch)::value>(static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b +
-                                                int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
-                                                int64_t(m) * kBlockM + warp * 16, lane);
-  };
-  int stage = 0;
-  uint32_t phase = 0;
-
-  for (int tile = blockIdx.x; tile < n_tiles; tile += int(gridDim.x)) {
-    // Every warp is past the previous tile's QK wgmmas (which read sq) before sq is rewritten; on the
-    // first tile this also publishes the barrier initialisation and the schedule.
-    __syncthreads();
-    const Tiles tiles = read_tiles(sched);
-    int m_blk, h, b;
-    tiles.decode(tile, m_blk, h, b);
-    const int hkv = h / tiles.group;
-    // Thread-dependent offsets are recomputed per tile: hoisted out of the tile loop, they would
-    // stay live through the main loop and push it past the register budget.
-    int t_id = tid;
-    asm volatile("" : "+r"(t_id));
-    const int warp = t_id / 32, lane = t_id % 32, quad = lane % 4;
-    const int n_blocks = tiles.blocks(m_blk);
-    // Q scale per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
-    load_q(std::true_type{}, tile, warp, lane);
-    const float q_scale = qrows.template quantize<T>(sq, warp * 16, lane);
-    fence_proxy_async_shared();  // generic-proxy writes (Q, ones rows) before the wgmma reads them
-    __syncthreads();
-
-    const int row0 = m_blk * kBlockM + warp * 16 + lane / 4;  // and row0 + 8
-    const float c_q = q_scale * p.sm_scale * kLog2e;
-    const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * tiles.n_kblk;
-    const int row_first = m_blk * kBlockM;
-
-    float o[D / 2];
+  // Epilogue: O * v_scale / l, stores in the caller's layout.
+  // The thread's channels 8j + 2q, +1: one 8-byte load each, shared by its two rows.
+  const float2* v_scale = reinterpret_cast<const float2*>(p.v_scale + (int64_t(b) * kv.H + hkv) * D) + quad;
+  float2 vs[D / 8];
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-
-    if (n_blocks > 0) {
-      const uint64_t dq = qk_desc<D>(sq);
-      int32_t acc[kBlockN / 2];
-      float ob[D / 2 + 4];
-      float c[2];
-      auto block_c = [&](int n) {
-        c[0] = c_q * k_scale[2 * n];
-        c[1] = (2 * n + 1) * 64 < int(kv.S) ? c_q * k_scale[2 * n + 1] : 0.f;  // the block's second half exists
-      };
-      auto qk = [&]() {
-        mbar_wait(full + stage, phase);
-        wgmma_fence_operand(acc);
-        wgmma_fence();
-        issue_qk<D>(acc, dq, sk + stage * Smem<D>::kK);
-        wgmma_commit();
-      };
-      qk();
-      block_c(0);
-      wgmma_wait<0>();
-      wgmma_fence_operand(acc);
-      auto step = [&](int n, auto more) {
-        constexpr bool kMore = decltype(more)::value;
-        float alpha[2];
-        uint32_t pa[kBlockN / 32][4];
-        const bool need_mask = (n + 1) * kBlockN > n_keys || (p.causal && (n + 1) * kBlockN - 1 > row_first + causal_shift);
-        if (need_mask) {
-          const int key0 = n * kBlockN + 2 * quad;
-          const int key_end = min(n_keys - key0, kBlockN);
-          const int diag =
-              p.causal ? max(min(row0 + causal_shift - key0, kBlockN), -kBlockN) : kBlockN;
-          softmax_step<true>(acc, pa, c, m, alpha, key_end, diag);
-        } else {
-          softmax_step<false>(acc, pa, c, m, alpha, 0, 0);
-        }
-        const uint64_t dv = make_smem_desc_kmajor_sw128(sv + stage * Smem<D>::kV);
-        wgmma_fence_operand(ob);
-        wgmma_fence();
+  for (int j = 0; j < D / 8; ++j) vs[j] = v_scale[4 * j];
+  const TokenView& ov = p.o_view;
 #pragma unroll
-        for (int k = 0; k < kBlockN / 32; ++k) wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * k), k > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        wgmma_fence_operand(ob);
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = row0 + 8 * r;
+    if (row >= qv.S) continue;
+    const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    const int64_t base = b * ov.stride_b + row * ov.stride_s + h * ov.stride_h;
 #pragma unroll
-        for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
-        l[0] = fmaf(l[0], alpha[0], ob[D / 2]);
-        l[1] = fmaf(l[1], alpha[1], ob[D / 2 + 2]);
-        if (tid == 0) ld_issue();  // into the stage just freed
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1u;
-        }
-        if (kMore) {
-          qk();
-          block_c(n + 1);
-          wgmma_wait<0>();
-          wgmma_fence_operand(acc);
-        }
-      };
-      for (int n = 0; n + 1 < n_blocks; ++n) step(n, std::true_type{});
-      step(n_blocks - 1, std::false_type{});
-    }
-    {
-      int t_id2 = tid;  // as above: no address math shared with the tile's start, kept live
-      asm volatile("" : "+r"(t_id2));
-      load_q(std::false_type{}, tile + int(gridDim.x), t_id2 / 32, t_id2 % 32);
-    }
-
-    // Epilogue: O * v_scale / l, stores in the caller's layout. The tile's coordinates are decoded
-    // again rather than kept live through the main loop (they would spill there).
-    int hkv_o;
-    {
-      const Tiles t = read_tiles(sched);
-      t.decode(tile, m_blk, h, b);
-      hkv_o = h / t.group;
-    }
-    // The thread's channels 8j + 2q, +1: one 8-byte load each, shared by its two rows.
-    const float2* v_scale = reinterpret_cast<const float2*>(p.v_scale + (int64_t(b) * kv.H + hkv_o) * D) + quad;
-    float2 vs[D / 8];
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) vs[j] = v_scale[4 * j];
-    const TokenView& ov = p.o_view;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = row0 + 8 * r;
-      if (row >= qv.S) continue;
-      const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
-      const int64_t base = b * ov.stride_b + int64_t(row) * ov.stride_s + h * ov.stride_h;
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j) {
-        const int d = 8 * j + 2 * quad;
-        const float x0 = o[4 * j + 2 * r] * inv_l * vs[j].x;
-        const float x1 = o[4 * j + 2 * r + 1] * inv_l * vs[j].y;
-        if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-          *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(p.o) + base + d) = __floats2bfloat162_rn(x0, x1);
-        } else {
-          *reinterpret_cast<__half2*>(static_cast<T*>(p.o) + base + d) = __floats2half2_rn(x0, x1);
-        }
+    for (int j = 0; j < D / 8; ++j) {
+      const int d = 8 * j + 2 * quad;
+      const float x0 = o[4 * j + 2 * r] * inv_l * vs[j].x;
+      const float x1 = o[4 * j + 2 * r + 1] * inv_l * vs[j].y;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(p.o) + base + d) = __floats2bfloat162_rn(x0, x1);
+      } else {
+        *reinterpret_cast<__half2*>(static_cast<T*>(p.o) + base + d) = __floats2half2_rn(x0, x1);
       }
-      if (p.lse != nullptr && quad == 0) {
-        // Natural-log LSE of the (smoothed-K) scores: p carries a factor 448 = 2^kLog2P.
-        p.lse[(int64_t(b) * qv.H + h) * qv.S + row] =
-            l[r] > 0.f ? (m[r] + __log2f(l[r]) - kLog2P) / kLog2e : -INFINITY;
-      }
+    }
+    if (p.lse != nullptr && quad == 0) {
+      // Natural-log LSE of the (smoothed-K) scores: p carries a factor 448 = 2^kLog2P.
+      p.lse[(int64_t(b) * qv.H + h) * qv.S + row] =
+          l[r] > 0.f ? (m[r] + __log2f(l[r]) - kLog2P) / kLog2e : -INFINITY;
     }
   }
 }
@@ -479,25 +358,8 @@ cudaError_t launch(const MhaInt8Fp8Params& p, cudaStream_t stream) {
   const int smem = Smem<D>::kBytes;
   err = cudaFuncSetAttribute(mha_int8_x_fp8_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  // Persistent grid: as many CTAs as fit on the device at once (per device, measured once).
-  static int resident[64] = {};
-  int dev = 0;
-  err = cudaGetDevice(&dev);
-  if (err != cudaSuccess) return err;
-  if (dev >= 64) return cudaErrorNotSupported;
-  if (resident[dev] == 0) {
-    int per_sm = 0, sms = 0;
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, mha_int8_x_fp8_kernel<T, D>, 128, smem);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (err != cudaSuccess) return err;
-    resident[dev] = per_sm * sms > 0 ? per_sm * sms : 1;
-  }
-  const int64_t n_tiles = ceil_div(p.q_view.S, kBlockM) * p.q_view.H * p.q_view.B;
-  // Tile indices and token positions are int in the kernel.
-  if (n_tiles > 0x7fffffff - resident[dev] || p.q_view.S >= (1 << 30) || p.k_view.S >= (1 << 30))
-    return cudaErrorNotSupported;
-  const unsigned grid = unsigned(n_tiles < resident[dev] ? n_tiles : resident[dev]);
-  mha_int8_x_fp8_kernel<T, D><<<grid, 128, smem, stream>>>(tk, tv, p, int(n_tiles));
+  const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
+  mha_int8_x_fp8_kernel<T, D><<<grid, 128, smem, stream>>>(tk, tv, p);
   return last_launch_error();
 }
 
@@ -512,6 +374,7 @@ cudaError_t mha_int8_x_fp8_fwd(const MhaInt8Fp8Params& p, cudaStream_t stream) {
       q.stride_b % 8 || q.stride_s % 8 || q.stride_h % 8)
     return cudaErrorNotSupported;
   if (q.B * q.H * q.S == 0) return cudaSuccess;
+  if (q.B > 65535 || q.H > 65535) return cudaErrorNotSupported;
   if (q.D == 128) return bf16 ? sm90a::launch<__nv_bfloat16, 128>(p, stream) : sm90a::launch<__half, 128>(p, stream);
   return bf16 ? sm90a::launch<__nv_bfloat16, 64>(p, stream) : sm90a::launch<__half, 64>(p, stream);
 }
