@@ -23,7 +23,7 @@ namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
 constexpr int kTile = 128;        // tokens per V tile (and per vt padding unit)
-constexpr int kKBlock = 64;       // tokens per K scale
+constexpr int kKBlock = 64;       // tokens per K scale (two per tile)
 constexpr int kMaxCluster = 8;    // the portable cluster size
 
 // Slot of token t (0..15) inside its 16-group of vt; see types.h.
@@ -36,22 +36,27 @@ struct KvSmem {
   float red[kRows][D + 1];
   float part[D];  // this CTA's partial sum / absmax, read by the whole cluster
   float stat[D];  // K: mean; V: inverse scale
-  float warp_max[2][kThreads / 32];
+  float warp_max[2][2][kThreads / 32];
   alignas(16) T tile[kTile][D + 8];  // V tile; +8 elements: rows start on different banks
 };
 
-// Max over the CTA; `parity` alternates between calls so that one barrier per call suffices.
-__device__ __forceinline__ float cta_max(float v, float (&warp_max)[2][kThreads / 32], int parity) {
-  v = group_max<32>(v);
-  if (threadIdx.x % 32 == 0) warp_max[parity][threadIdx.x / 32] = v;
+// Two maxima over the CTA; `parity` alternates between calls so that one barrier per call suffices.
+__device__ __forceinline__ void cta_max2(float (&v)[2], float (&warp_max)[2][2][kThreads / 32], int parity) {
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    v[j] = group_max<32>(v[j]);
+    if (threadIdx.x % 32 == 0) warp_max[parity][j][threadIdx.x / 32] = v[j];
+  }
   __syncthreads();
 #pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) v = fmaxf(v, warp_max[parity][w]);
-  return v;
+  for (int j = 0; j < 2; ++j) {
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) v[j] = fmaxf(v[j], warp_max[parity][j][w]);
+  }
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) quantize_kv_kernel(const QuantizeAttentionKvParams p) {
+__global__ void __launch_bounds__(kThreads, 2) quantize_kv_kernel(const QuantizeAttentionKvParams p) {
   using Sm = KvSmem<T, D>;
   constexpr int RT = Sm::RT, kRows = Sm::kRows;
   __shared__ Sm sm;
@@ -71,7 +76,7 @@ __global__ void __launch_bounds__(kThreads) quantize_kv_kernel(const QuantizeAtt
 
   // Pass 1: this CTA's column sums (K) or absmax (V), kept in L2 (plain loads) for pass 2.
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll 4
+#pragma unroll 8
   for (int64_t s = s0 + r; s < s1; s += kRows) {
     float v[8];
     unpack8<T>(*reinterpret_cast<const uint4*>(xb + s * xv.stride_s), v);
@@ -106,44 +111,47 @@ __global__ void __launch_bounds__(kThreads) quantize_kv_kernel(const QuantizeAtt
   cluster.sync();  // no CTA leaves (or reuses part) while another still reads its shared memory
 
   if (!is_v) {
-    // Pass 2, K: INT8 per 64-token block of k - mean, newest block first.
+    // Pass 2, K: INT8 per 64-token block of k - mean, two blocks (one V tile) per step, newest
+    // first; the 16-bit values stay in registers between the block max and the quantization.
     float mean[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) mean[k] = sm.stat[c * 8 + k];
-    constexpr int NP = kKBlock / kRows;
+    constexpr int NP = kTile / kRows;  // rows per thread per step: NP / 2 in each block
     const int64_t n_kblk = ceil_div(xv.S, kKBlock);
-    const int64_t blk0 = s0 / kKBlock, blk1 = ceil_div(s1, kKBlock);
     int8_t* qb = p.k8 + b * p.k8v.stride_b + h * p.k8v.stride_h + c * 8;
     int parity = 0;
-    for (int64_t blk = blk1 - 1; blk >= blk0; --blk, parity ^= 1) {
-      float v[NP][8];
-      float amax = 0.f;
+    for (int64_t tile = tile1 - 1; tile >= tile0; --tile, parity ^= 1) {
+      uint4 raw[NP];
 #pragma unroll
       for (int i = 0; i < NP; ++i) {
-        const int64_t s = blk * kKBlock + r + i * kRows;
-        const bool in = s < xv.S;
-        if (in) {
-          unpack8<T>(ldg_stream(xb + s * xv.stride_s), v[i]);
-        }
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          v[i][k] = in ? __fsub_rn(v[i][k], mean[k]) : 0.f;
-          amax = absmax_acc(amax, v[i][k]);
-        }
+        const int64_t s = tile * kTile + r + i * kRows;
+        raw[i] = s < xv.S ? ldg_stream(xb + s * xv.stride_s) : make_uint4(0, 0, 0, 0);
       }
-      amax = cta_max(amax, sm.warp_max, parity);
-      const float inv = recip_scale(127.f, amax);
+      float amax[2] = {0.f, 0.f};  // per 64-token block
 #pragma unroll
       for (int i = 0; i < NP; ++i) {
-        const int64_t s = blk * kKBlock + r + i * kRows;
+        const int64_t s = tile * kTile + r + i * kRows;
+        float v[8];
+        unpack8<T>(raw[i], v);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) amax[i / (NP / 2)] = absmax_acc(amax[i / (NP / 2)], s < xv.S ? __fsub_rn(v[k], mean[k]) : 0.f);
+      }
+      cta_max2(amax, sm.warp_max, parity);
+      const float inv[2] = {recip_scale(127.f, amax[0]), recip_scale(127.f, amax[1])};
+#pragma unroll
+      for (int i = 0; i < NP; ++i) {
+        const int64_t s = tile * kTile + r + i * kRows;
         if (s >= xv.S) continue;
+        float v[8];
+        unpack8<T>(raw[i], v);
         int32_t q[8];
 #pragma unroll
-        for (int k = 0; k < 8; ++k) q[k] = quant_int8(v[i][k], inv);
+        for (int k = 0; k < 8; ++k) q[k] = quant_int8(__fsub_rn(v[k], mean[k]), inv[i / (NP / 2)]);
         __stcs(reinterpret_cast<uint2*>(qb + s * p.k8v.stride_s),
                make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7])));
       }
-      if (threadIdx.x == 0) p.k_scale[bh * n_kblk + blk] = __fdiv_rn(amax, 127.f);
+      if (threadIdx.x < 2 && 2 * tile + threadIdx.x < n_kblk)
+        p.k_scale[bh * n_kblk + 2 * tile + threadIdx.x] = __fdiv_rn(threadIdx.x == 0 ? amax[0] : amax[1], 127.f);
     }
     return;
   }
