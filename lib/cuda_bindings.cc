@@ -285,10 +285,7 @@ void quantize_nvfp4_out(const at::Tensor& x, const std::string& scale_layout, co
   p.global_scale_in = gs_in.has_value() ? gs_in->data_ptr<float>() : nullptr;
   p.amax_scratch = amax.data_ptr<float>();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-  if (swizzled) {  // the padding of the 128x4 tiles must read as zero scales
-    check_cuda_call(cudaMemsetAsync(scales.data_ptr(), 0, scales.numel(), stream), op);
-  }
-  const cudaError_t err = ac4k::quantize_nvfp4(p, stream);
+  const cudaError_t err = ac4k::quantize_nvfp4(p, stream);  // also zeroes the swizzled layout's padding
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op, ": x needs 16-byte aligned rows (row strides a multiple of 8)");
   check_cuda_call(err, op);
 }

@@ -46,7 +46,7 @@ struct QuantizeParams {
 };
 
 // quantize_nvfp4: x [rows, cols] (cols % 16 == 0) -> packed E2M1 [rows, cols / 2], E4M3 block
-// scales (plain [rows, cols / 16] or 128x4-swizzled, zero-padded by the caller) and the FP32
+// scales (plain [rows, cols / 16] or 128x4-swizzled, padding zeroed by the kernel) and the FP32
 // global scale. global_scale_in (device pointer) replaces the tensor's own amax / 2688 when given.
 struct QuantizeNvfp4Params {
   const void* x = nullptr;

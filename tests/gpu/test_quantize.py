@@ -136,6 +136,21 @@ def test_quantize_nvfp4_bitexact(shape, scale_layout):
     _check_nvfp4(x, scale_layout, global_scale=gs)
 
 
+@pytest.mark.parametrize("scale_layout", ["plain", "swizzled"])
+def test_quantize_nvfp4_bitexact_many_tiles(scale_layout):
+    """Big enough that each warp of the persistent grid quantizes several 2 KB tiles (the next
+    tile's loads in flight, the backward walk after the absmax pass), with a partial last tile,
+    rows not a multiple of 128 and blocks per row not a multiple of 4; then strided rows."""
+    x = _rand((4099, 2064), torch.bfloat16, 11)
+    _check_nvfp4(x, scale_layout)
+    _check_nvfp4(x.half(), scale_layout, use_out=True)
+    gs = torch.tensor([x.float().abs().amax().item() / 2000.0], device="cuda")
+    _check_nvfp4(x, scale_layout, global_scale=gs)
+    wide = _rand((4200, 2576), torch.bfloat16, 12)
+    _check_nvfp4(wide[:, 16:2064], scale_layout)
+    _check_nvfp4(wide[:, 16:2064], scale_layout, global_scale=gs)
+
+
 def test_quantize_nvfp4_special_values_and_strides():
     x = _rand((8, 128), torch.bfloat16, 3)
     x[1, 3] = float("nan")
