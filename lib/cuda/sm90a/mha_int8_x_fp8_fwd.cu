@@ -143,41 +143,50 @@ __device__ __forceinline__ int swizzled_offset(int row, int ch) {
   return row * D + unit * 16 + (ch & 1) * 8;
 }
 
-// Rows [row_first, row_first + 16) of q (one warp) -> INT8 in the swizzled Q tile; returns the
-// scale amax / 127 (bit-exact with quantize_int8(q, "per_block", 16)). Rows past Sq are zeros.
-template <typename T, int D>
-__device__ __forceinline__ float quantize_q_rows(const T* qb, int64_t stride_s, int64_t n_rows, int64_t row_first,
-                                                 uint8_t* sq, int tile_row0, int lane) {
-  constexpr int kChunks = D / 8;           // 16-byte chunks per row
-  constexpr int kPer = 16 * kChunks / 32;  // chunks per lane
-  float x[kPer][8];
-  float amax = 0.f;
+// Q of one warp (16 rows x D, 16-byte chunks): loaded first thing in the kernel, quantized once
+// the setup is done, so that the load latency overlaps the setup. Rows past Sq read as zeros.
+template <int D>
+struct QRows {
+  static constexpr int kChunks = D / 8;           // 16-byte chunks per row
+  static constexpr int kPer = 16 * kChunks / 32;  // chunks per lane
+  uint4 raw[kPer];
+
+  template <typename T>
+  __device__ __forceinline__ void load(const T* qb, int64_t stride_s, int64_t n_rows, int64_t row_first, int lane) {
 #pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    const int i = lane + 32 * j, rr = i / kChunks, ch = i % kChunks;
-    const int64_t row = row_first + rr;
-    if (row < n_rows) {
-      unpack8<T>(ldg_stream(qb + row * stride_s + ch * 8), x[j]);
-    } else {
-#pragma unroll
-      for (int k = 0; k < 8; ++k) x[j][k] = 0.f;
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      const int64_t row = row_first + i / kChunks;
+      raw[j] = row < n_rows ? ldg_stream(qb + row * stride_s + (i % kChunks) * 8) : make_uint4(0, 0, 0, 0);
     }
-#pragma unroll
-    for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, x[j][k]);
   }
-  amax = group_max<32>(amax);
-  const float inv = recip_scale(127.f, amax);
+
+  // -> INT8 rows tile_row0.. of the swizzled Q tile; returns the scale amax / 127 (bit-exact with
+  // quantize_int8(q, "per_block", 16)).
+  template <typename T>
+  __device__ __forceinline__ float quantize(uint8_t* sq, int tile_row0, int lane) const {
+    float x[kPer][8];
+    float amax = 0.f;
 #pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    const int i = lane + 32 * j, rr = i / kChunks, ch = i % kChunks;
-    int32_t q[8];
+    for (int j = 0; j < kPer; ++j) {
+      unpack8<T>(raw[j], x[j]);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) q[k] = quant_int8(x[j][k], inv);
-    *reinterpret_cast<uint2*>(sq + swizzled_offset<D>(tile_row0 + rr, ch)) =
-        make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7]));
+      for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, x[j][k]);
+    }
+    amax = group_max<32>(amax);
+    const float inv = recip_scale(127.f, amax);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      int32_t q[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) q[k] = quant_int8(x[j][k], inv);
+      *reinterpret_cast<uint2*>(sq + swizzled_offset<D>(tile_row0 + i / kChunks, i % kChunks)) =
+          make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7]));
+    }
+    return __fdiv_rn(amax, 127.f);
   }
-  return __fdiv_rn(amax, 127.f);
-}
+};
 
 template <typename T, int D>
 __global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
@@ -204,13 +213,17 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_con
     n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
   }
 
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, quad = lane % 4;
+  QRows<D> qrows;
+  qrows.load(static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
+             int64_t(m_blk) * kBlockM + warp * 16, lane);
+
   // The ones rows of every V^T stage (E4M3 1.0 = 0x38; the swizzle moves bytes only within a row).
   for (int i = threadIdx.x; i < kStages * 8 * kBlockN / 16; i += blockDim.x) {
     const int stage = i / (8 * kBlockN / 16), off = i % (8 * kBlockN / 16);
     reinterpret_cast<uint4*>(sv + stage * Smem<D>::kV + Smem<D>::kVData)[off] =
         make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
   }
-  const int tid = threadIdx.x;
   auto load_kv = [&](int n, int stage) {
     mbar_arrive_expect_tx(full + stage, Smem<D>::kK + Smem<D>::kVData);
     tma_load_4d(sk + stage * Smem<D>::kK, &tm_k, full + stage, 0, n * kBlockN, hkv, b);
@@ -221,11 +234,8 @@ mha_int8_x_fp8_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_con
     fence_barrier_init();
     for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
   }
-  const int warp = tid / 32, lane = tid % 32, quad = lane % 4;
   // Q scale per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
-  const float q_scale = quantize_q_rows<T, D>(
-      static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
-      int64_t(m_blk) * kBlockM + warp * 16, sq, warp * 16, lane);
+  const float q_scale = qrows.template quantize<T>(sq, warp * 16, lane);
   fence_proxy_async_shared();  // generic-proxy writes (Q, ones rows) before the wgmma reads them
   __syncthreads();
 
