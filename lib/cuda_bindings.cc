@@ -12,7 +12,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <array>
 #include <string>
 #include <tuple>
 #include <vector>

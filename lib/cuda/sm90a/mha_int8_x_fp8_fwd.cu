@@ -5,7 +5,7 @@
 // One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
 // stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
 // interleave their softmax and tensor-core phases by themselves. Thread 0 issues the TMA loads of
-// K / V^T, one 128-key block ahead on mbarriers, refilling a stage once its PV is done. Meanwhile
+// K / V^T, two 128-key blocks ahead on mbarriers, refilling a stage once its PV is done. Meanwhile
 // each warp quantizes its 16 query rows to INT8 (one scale per warp: the recipe's 16-token Q
 // blocks) straight into the swizzled tile the QK wgmma reads: Q never makes an INT8 round trip
 // through memory, which saves the separate pass (a third of the input quantization's bytes).
@@ -21,7 +21,9 @@
 //
 // Measured alternatives (docs/perf-notes.md): two consumer warpgroups with a producer warpgroup,
 // with and without ping-pong and intra-warpgroup overlap, were 8-25% slower: with one or two
-// warps per scheduler the softmax is latency-bound, and the overlap variants spill.
+// warps per scheduler the softmax is latency-bound, and the overlap variants spill. A persistent
+// grid (tiles strided over resident CTAs, loads running ahead across tiles) lost 5-11%: thread 0's
+// tile bookkeeping in the hot loop delays warp 0, which the whole warpgroup waits for.
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
