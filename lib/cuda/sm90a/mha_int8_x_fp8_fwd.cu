@@ -35,6 +35,7 @@
 #include "common/math.cuh"
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
+#include "sm90a/quantize_8bit.cuh"
 #include "sm90a/tma.cuh"
 #include "sm90a/wgmma.cuh"
 
@@ -180,11 +181,8 @@ struct QRows {
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int i = lane + 32 * j;
-      int32_t q[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) q[k] = quant_int8(x[j][k], inv);
       *reinterpret_cast<uint2*>(sq + swizzled_offset<D>(tile_row0 + i / kChunks, i % kChunks)) =
-          make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7]));
+          pack8_uniform<Int8Format>(x[j], inv);
     }
     return __fdiv_rn(amax, 127.f);
   }

@@ -15,6 +15,7 @@
 #include "ac4k_kernel/ops.h"
 #include "common/math.cuh"
 #include "common/utils.cuh"
+#include "sm90a/quantize_8bit.cuh"
 
 namespace ac4k {
 namespace sm90a {
@@ -145,11 +146,9 @@ __global__ void __launch_bounds__(kThreads, 2) quantize_kv_kernel(const Quantize
         if (s >= xv.S) continue;
         float v[8];
         unpack8<T>(raw[i], v);
-        int32_t q[8];
 #pragma unroll
-        for (int k = 0; k < 8; ++k) q[k] = quant_int8(__fsub_rn(v[k], mean[k]), inv[i / (NP / 2)]);
-        __stcs(reinterpret_cast<uint2*>(qb + s * p.k8v.stride_s),
-               make_uint2(pack_s8x4(q[0], q[1], q[2], q[3]), pack_s8x4(q[4], q[5], q[6], q[7])));
+        for (int k = 0; k < 8; ++k) v[k] = __fsub_rn(v[k], mean[k]);
+        __stcs(reinterpret_cast<uint2*>(qb + s * p.k8v.stride_s), pack8_uniform<Int8Format>(v, inv[i / (NP / 2)]));
       }
       if (threadIdx.x < 2 && 2 * tile + threadIdx.x < n_kblk)
         p.k_scale[bh * n_kblk + 2 * tile + threadIdx.x] = __fdiv_rn(threadIdx.x == 0 ? amax[0] : amax[1], 127.f);

@@ -33,17 +33,6 @@ constexpr int kTileChunks = 32 * kLoads;      // 2 KB of x a warp tile
 constexpr int kAmaxLoads = 8;                 // the absmax pass does little per load: more in flight
 constexpr float kGlobalDiv = 448.f * 6.f;
 
-// n / d for n, d < 2^31 by a multiply and a shift (Granlund-Montgomery, as PyTorch's IntDivider).
-struct FastDiv {
-  uint32_t m = 1, s = 0;
-  FastDiv() = default;
-  explicit FastDiv(uint32_t d) {
-    while ((uint64_t(1) << s) < d) ++s;
-    m = uint32_t((uint64_t(1) << 32) * ((uint64_t(1) << s) - d) / d + 1);
-  }
-  __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
-};
-
 // What the host derives once per launch.
 struct Nvfp4Geometry {
   int64_t nchunk = 0;          // 16-byte chunks of x (8 elements; two a 16-block)
