@@ -45,7 +45,9 @@ def _unpermute_vt(vt, S):
 
 @pytest.mark.parametrize("layout", ["BNHD", "BHND"])
 @pytest.mark.parametrize("D", [64, 128])
-@pytest.mark.parametrize("Sk", [1, 300, 1100, 3000])  # clusters of 1, 3, 8 (5 ranks busy) and 8 CTAs
+# Clusters of 1, 3, 9 and 16 CTAs; 5000 (D = 128) and 9000 also re-read tiles past each CTA's shared-memory
+# cache (2 tiles at D = 128, 4 at D = 64) through the ring of freed buffers, 9000 wrapping it.
+@pytest.mark.parametrize("Sk", [1, 300, 1100, 3000, 5000, 9000])
 def test_attention_kv_quantizer(layout, D, Sk):
     """quantize_attention_kv: k8 / k_scale bit for bit against the reference given the kernel's own
     mean (the mean itself within fp32 summation-order noise), vt / v_scale bit for bit."""
