@@ -68,6 +68,36 @@ def test_attention_kv_quantizer(layout, D, Sk):
     assert vt.shape[-1] == s_pad and (_unpermute_vt(vt, s_pad)[..., Sk:] == 0).all()  # zero padding
 
 
+def test_attention_kv_quantizer_tiny_k():
+    """K blocks whose absmax is so small that 127 / amax overflows (the kernel's exact slow path):
+    still the reference's bits, including its +-127 saturation of +-inf products."""
+    g = torch.Generator(device="cuda").manual_seed(7)
+    k = torch.randn(1, 200, 2, 128, device="cuda", generator=g)
+    k[:, :, 0] *= 1e-38  # head 0 tiny (bf16 subnormals among them), head 1 normal
+    k = k.to(torch.bfloat16)
+    v = torch.randn_like(k)
+    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+    want_k = ref.quantize_int8((k.float() - km.unsqueeze(1)).cpu(), "per_block", 64, "BNHD")
+    amax = (k.float() - km.unsqueeze(1))[:, :, 0].abs().amax(dim=-1)  # [1, 200]
+    assert torch.isinf(127.0 / amax.view(-1)[:64].amax())  # the case this test is for
+    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
+
+
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("Sk", [100, 300])
+def test_attention_kv_quantizer_many_heads(D, Sk):
+    """More (tensor, b, h) items than resident clusters: each cluster takes several in turn, the next
+    one's tiles loading while this one's are written (fewer buffers than tiles in flight)."""
+    _, k, v = _qkv(1, 1, Sk, 300, 300, D, "BNHD", seed=Sk, k_bias=2.0)
+    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+    torch.testing.assert_close(km, k.float().mean(dim=1), rtol=1e-5, atol=1e-6)
+    want_k = ref.quantize_int8((k.float() - km.unsqueeze(1)).cpu(), "per_block", 64, "BNHD")
+    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
+    want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout="BNHD")
+    assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
+    assert torch.equal(_unpermute_vt(vt, Sk).cpu(), want_v.values.transpose(1, 2).transpose(2, 3).contiguous().view(torch.uint8))
+
+
 def test_attention_kv_quantizer_strided_fp16():
     """k, v as views into one packed qkv tensor (token stride 3 H D), fp16."""
     qkv = torch.randn(2, 700, 3, 3, 64, device="cuda", dtype=torch.float16)
