@@ -43,29 +43,31 @@ def _unpermute_vt(vt, S):
     return vt.view(torch.uint8)[..., slot][..., :S]
 
 
+def _check_kv(k, v, layout):
+    """quantize_attention_kv: k8 / k_scale bit for bit against the reference given the kernel's own
+    mean (the mean itself within fp32 summation-order noise), vt / v_scale bit for bit, vt's padding 0."""
+    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
+    tok = 1 if layout == "BNHD" else 2
+    torch.testing.assert_close(km, k.float().mean(dim=tok), rtol=1e-5, atol=1e-6)
+    want_k = ref.quantize_int8((k.float() - km.unsqueeze(tok)).cpu(), "per_block", 64, layout)
+    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
+    want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout=layout)
+    assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
+    vals = want_v.values if layout == "BHND" else want_v.values.transpose(1, 2)  # [B, H, S, D]
+    S = vals.shape[2]
+    assert torch.equal(_unpermute_vt(vt, S).cpu(), vals.transpose(2, 3).contiguous().view(torch.uint8))
+    s_pad = -(-S // 128) * 128
+    assert vt.shape[-1] == s_pad and (_unpermute_vt(vt, s_pad)[..., S:] == 0).all()
+
+
 @pytest.mark.parametrize("layout", ["BNHD", "BHND"])
 @pytest.mark.parametrize("D", [64, 128])
 # Clusters of 1, 3, 9 and 16 CTAs; 5000 (D = 128) and 9000 also re-read tiles past each CTA's shared-memory
 # cache (2 tiles at D = 128, 4 at D = 64) through the ring of freed buffers, 9000 wrapping it.
 @pytest.mark.parametrize("Sk", [1, 300, 1100, 3000, 5000, 9000])
 def test_attention_kv_quantizer(layout, D, Sk):
-    """quantize_attention_kv: k8 / k_scale bit for bit against the reference given the kernel's own
-    mean (the mean itself within fp32 summation-order noise), vt / v_scale bit for bit."""
     _, k, v = _qkv(2, 1, Sk, 2, 2, D, layout, seed=Sk + D, k_bias=3.0)
-    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
-    torch.cuda.synchronize()
-    tok = 1 if layout == "BNHD" else 2
-    mean = k.float().mean(dim=tok)  # [B, H, D]
-    torch.testing.assert_close(km, mean, rtol=1e-5, atol=1e-6)
-    km_b = km.unsqueeze(tok)  # the kernel's own mean defines the bits of k8
-    want_k = ref.quantize_int8((k.float() - km_b).cpu(), "per_block", 64, layout)
-    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
-    want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout=layout)
-    assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
-    vals = want_v.values if layout == "BHND" else want_v.values.transpose(1, 2)  # [B, H, S, D]
-    assert torch.equal(_unpermute_vt(vt, Sk).cpu(), vals.transpose(2, 3).contiguous().view(torch.uint8))
-    s_pad = -(-Sk // 128) * 128
-    assert vt.shape[-1] == s_pad and (_unpermute_vt(vt, s_pad)[..., Sk:] == 0).all()  # zero padding
+    _check_kv(k, v, layout)
 
 
 def test_attention_kv_quantizer_tiny_k():
@@ -75,12 +77,10 @@ def test_attention_kv_quantizer_tiny_k():
     k = torch.randn(1, 200, 2, 128, device="cuda", generator=g)
     k[:, :, 0] *= 1e-38  # head 0 tiny (bf16 subnormals among them), head 1 normal
     k = k.to(torch.bfloat16)
-    v = torch.randn_like(k)
-    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
-    want_k = ref.quantize_int8((k.float() - km.unsqueeze(1)).cpu(), "per_block", 64, "BNHD")
+    _, _, km, _, _ = torch.ops.ac4k.quantize_attention_kv(k, torch.randn_like(k), "BNHD")
     amax = (k.float() - km.unsqueeze(1))[:, :, 0].abs().amax(dim=-1)  # [1, 200]
     assert torch.isinf(127.0 / amax.view(-1)[:64].amax())  # the case this test is for
-    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
+    _check_kv(k, torch.randn_like(k), "BNHD")
 
 
 @pytest.mark.parametrize("D", [64, 128])
@@ -89,27 +89,14 @@ def test_attention_kv_quantizer_many_heads(D, Sk):
     """More (tensor, b, h) items than resident clusters: each cluster takes several in turn, the next
     one's tiles loading while this one's are written (fewer buffers than tiles in flight)."""
     _, k, v = _qkv(1, 1, Sk, 300, 300, D, "BNHD", seed=Sk, k_bias=2.0)
-    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
-    torch.testing.assert_close(km, k.float().mean(dim=1), rtol=1e-5, atol=1e-6)
-    want_k = ref.quantize_int8((k.float() - km.unsqueeze(1)).cpu(), "per_block", 64, "BNHD")
-    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
-    want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout="BNHD")
-    assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
-    assert torch.equal(_unpermute_vt(vt, Sk).cpu(), want_v.values.transpose(1, 2).transpose(2, 3).contiguous().view(torch.uint8))
+    _check_kv(k, v, "BNHD")
 
 
 def test_attention_kv_quantizer_strided_fp16():
     """k, v as views into one packed qkv tensor (token stride 3 H D), fp16."""
     qkv = torch.randn(2, 700, 3, 3, 64, device="cuda", dtype=torch.float16)
     _, k, v = qkv.unbind(2)
-    k8, ks, km, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
-    torch.testing.assert_close(km, k.float().mean(dim=1), rtol=1e-5, atol=1e-6)
-    want_k = ref.quantize_int8((k.float() - km.unsqueeze(1)).cpu(), "per_block", 64, "BNHD")
-    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
-    want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout="BNHD")
-    assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
-    assert torch.equal(_unpermute_vt(vt, 700).cpu(),
-                       want_v.values.transpose(1, 2).transpose(2, 3).contiguous().view(torch.uint8))
+    _check_kv(k, v, "BNHD")
 
 
 CASES = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal
