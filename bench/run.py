@@ -232,7 +232,8 @@ def bench_rope(iters: int):
     """rope3d at Wan 14B's (1, 32760, 40, 128) bf16, grid (21, 30, 52): ours (Wan's complex128 freqs
     and CPU grid sizes as Wan passes them, out of place and in place; complex64 freqs with GPU grid
     sizes) against the eager complex formulation and torch.compile of a float32 real one. GB/s over
-    x read once and written once."""
+    x read once and written once. Then the rotation fused into the attention inputs against rope3d
+    first: the K/V quantization and the whole attention() call (t/t_ours against the fused row)."""
     if "rope3d" not in ac4k_kernel.get_info()["ops"]:
         print("rope3d: this build has no rope3d kernel; skipped")
         return []
@@ -261,6 +262,24 @@ def bench_rope(iters: int):
     for name, ms in times.items():
         rows.append({"op": "rope3d", "shape": "x".join(map(str, ATT)) + " bf16 grid 21x30x52", "impl": name,
                      "ms": ms, "bytes": nbytes, "gbs": nbytes / ms / 1e6, "vs_ours": ms / times["ac4k"]})
+    if "mha_int8_x_fp8_fwd" not in ac4k_kernel.get_info()["ops"]:
+        return rows
+    # RoPE fused into the attention inputs (K in its quantization pass) against rope3d first.
+    v = torch.randn_like(x)
+    fused = {
+        "K/V quantization, K rope fused": lambda: torch.ops.ac4k.quantize_attention_kv(x, v, "BNHD", grid, freqs_cuda),
+        "rope3d(k), then K/V quantization": lambda: torch.ops.ac4k.quantize_attention_kv(
+            ac4k_kernel.rope3d(x, grid, freqs_cuda), v, "BNHD"),
+        "attention(q, k, v, rope=...)": lambda: ac4k_kernel.attention(x, x, v, rope=(grid, freqs_cuda)),
+        "rope3d(q), rope3d(k), then attention()": lambda: ac4k_kernel.attention(
+            ac4k_kernel.rope3d(x, grid, freqs_cuda), ac4k_kernel.rope3d(x, grid, freqs_cuda), v),
+    }
+    times = {name: time_cuda(fn, warmup=3, iters=max(5, iters // 5)) for name, fn in fused.items()}
+    names = list(times)
+    for i, (name, ms) in enumerate(times.items()):
+        base = times[names[i - i % 2]]  # the fused row of the pair
+        rows.append({"op": "rope3d fused", "shape": "x".join(map(str, ATT)) + " bf16 grid 21x30x52", "impl": name,
+                     "ms": ms, "vs_ours": ms / base})
     return rows
 
 
@@ -306,8 +325,10 @@ def main(argv=None) -> int:
             thr = f"{r['tflops']:.0f} TFLOPS"
         elif "gbs" in r:
             thr = f"{r['gbs']:.0f} GB/s ({r['pct_copy_bw']:.0f}% copy)"
-        else:
+        elif "pct_of_kernel" in r:
             thr = f"{r['pct_of_kernel']:.0f}% of the kernel"
+        else:
+            thr = ""
         print(f"{r['op']:44} {r['shape']:22} {r['impl']:26} {r['ms'] * 1e3:9.1f} {r['vs_ours']:8.2f} {thr:>26}")
     if args.json:
         with open(args.json, "w") as f:

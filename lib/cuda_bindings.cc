@@ -301,6 +301,81 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_nvfp4(const at::Tensor& 
   return {out, scales, gs};
 }
 
+// The rotation's arguments for x [B, S, H, D] (rope3d and the ops fusing it): grid_sizes int64
+// [B, 3] on the CPU or on x's device; freqs complex128 / complex64 [max_pos, D/2], or float32 cos
+// with `sin` float32, on x's device. Checked here, on the host and without a sync: shapes, dtypes,
+// devices, and the values of CPU grid sizes (passed to the kernel by value when B <= 32). The
+// values of GPU grid sizes are checked by the kernel (device assert). Returns the device copy of
+// the grid sizes, if any, to be kept alive until the launch is queued.
+at::Tensor rope_freqs(ac4k::RopeFreqs& p, const at::Tensor& x, int64_t B, int64_t S, int64_t D,
+                      const at::Tensor& grid_sizes, const at::Tensor& freqs, const c10::optional<at::Tensor>& sin,
+                      const char* op) {
+  const int64_t c = D / 2;
+  check_same_device(x, freqs, op, "freqs");
+  if (sin.has_value()) {
+    check_same_device(x, *sin, op, "sin");
+    TORCH_CHECK(freqs.scalar_type() == at::kFloat && sin->scalar_type() == at::kFloat, "ac4k::", op,
+                ": cos and sin must be float32, got ", c10::toString(freqs.scalar_type()), " and ",
+                c10::toString(sin->scalar_type()));
+    TORCH_CHECK(freqs.dim() == 2 && freqs.size(1) == c && sin->sizes() == freqs.sizes(), "ac4k::", op,
+                ": cos and sin must both be [max_pos, D/2 = ", std::to_string(c), "], got ", shape_str(freqs.sizes()),
+                " and ", shape_str(sin->sizes()));
+    TORCH_CHECK(freqs.stride(1) == 1 && sin->stride(1) == 1, "ac4k::", op, ": cos and sin need a contiguous last dim");
+    p.table = ac4k::RopeTable::CosSin;
+    p.sin = sin->data_ptr<float>();
+    p.sin_ld = sin->stride(0);
+  } else {
+    TORCH_CHECK(freqs.scalar_type() == at::kComplexDouble || freqs.scalar_type() == at::kComplexFloat, "ac4k::", op,
+                ": freqs must be complex128 or complex64 (or pass cos and sin), got ",
+                c10::toString(freqs.scalar_type()));
+    TORCH_CHECK(freqs.dim() == 2 && freqs.size(1) == c, "ac4k::", op, ": freqs must be [max_pos, D/2 = ",
+                std::to_string(c), "], got ", shape_str(freqs.sizes()));
+    TORCH_CHECK(freqs.stride(1) == 1, "ac4k::", op, ": freqs needs a contiguous last dim");
+    const bool c128 = freqs.scalar_type() == at::kComplexDouble;
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(freqs.data_ptr()) % (c128 ? 16 : 8) == 0, "ac4k::", op,
+                ": freqs must be aligned to its element size");
+    p.table = c128 ? ac4k::RopeTable::Complex128 : ac4k::RopeTable::Complex64;
+  }
+  p.freqs = freqs.data_ptr();
+  p.freqs_ld = freqs.stride(0);
+  p.max_pos = freqs.size(0);
+  TORCH_CHECK(p.max_pos < (int64_t(1) << 31), "ac4k::", op, ": freqs has too many positions");
+
+  TORCH_CHECK(grid_sizes.scalar_type() == at::kLong && grid_sizes.dim() == 2 && grid_sizes.size(0) == B &&
+                  grid_sizes.size(1) == 3,
+              "ac4k::", op, ": grid_sizes must be an int64 [B, 3] = [", std::to_string(B), ", 3] tensor, got ",
+              c10::toString(grid_sizes.scalar_type()), " ", shape_str(grid_sizes.sizes()));
+  at::Tensor grid_dev;
+  if (grid_sizes.is_cpu()) {
+    const at::Tensor g = grid_sizes.contiguous();
+    const int64_t* v = g.data_ptr<int64_t>();
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t f = v[3 * i], h = v[3 * i + 1], w = v[3 * i + 2];
+      const std::string at_i = "grid_sizes[" + std::to_string(i) + "] = (" + std::to_string(f) + ", " +
+                               std::to_string(h) + ", " + std::to_string(w) + ")";
+      TORCH_CHECK(f >= 0 && h >= 0 && w >= 0, "ac4k::", op, ": ", at_i, " has a negative size");
+      TORCH_CHECK(f <= p.max_pos && h <= p.max_pos && w <= p.max_pos, "ac4k::", op, ": freqs has ",
+                  std::to_string(p.max_pos), " positions, ", at_i, " needs ", std::to_string(std::max({f, h, w})));
+      TORCH_CHECK(f * h <= S && f * h * w <= S, "ac4k::", op, ": ", at_i, " covers ",
+                  f * h <= S ? std::to_string(f * h * w) : "more than " + std::to_string(S),
+                  " tokens, more than S = ", std::to_string(S));
+    }
+    if (B <= ac4k::RopeFreqs::kMaxHostGrid) {
+      for (int64_t i = 0; i < 3 * B; ++i) p.host_grid[i] = static_cast<int32_t>(v[i]);
+    } else {  // pinned, so the copy is queued on the stream without a host sync
+      grid_dev = g.pin_memory().to(x.device(), at::kLong, /*non_blocking=*/true);
+    }
+  } else {
+    check_same_device(x, grid_sizes, op, "grid_sizes");
+    grid_dev = grid_sizes.contiguous();
+  }
+  if (grid_dev.defined()) p.grid_sizes = grid_dev.data_ptr<int64_t>();
+  p.split0 = static_cast<int32_t>(c - 2 * (c / 3));
+  p.split1 = static_cast<int32_t>(p.split0 + c / 3);
+  return grid_dev;
+
+}
+
 // ------------------------------------------------------------------------------ attention (int8 x fp8)
 
 void check_attention_input(const at::Tensor& t, const char* op, const char* name, const at::Tensor& q) {
@@ -313,7 +388,12 @@ void check_attention_input(const at::Tensor& t, const char* op, const char* name
 }
 
 // k, v (bf16 / fp16) -> the K / V inputs of mha_int8_x_fp8_fwd (layouts in include/ac4k_kernel/types.h).
-std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Tensor& v, const std::string& layout) {
+// With grid_sizes and freqs (and sin for a cos / sin table), K is rotated by rope3d in the same pass
+// (see rope_freqs for what is checked where).
+std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Tensor& v, const std::string& layout,
+                                              const c10::optional<at::Tensor>& grid_sizes,
+                                              const c10::optional<at::Tensor>& freqs,
+                                              const c10::optional<at::Tensor>& sin) {
   const char* op = "quantize_attention_kv";
   check_attention_input(k, op, "k", k);
   check_attention_input(v, op, "v", k);
@@ -345,6 +425,13 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
   p.s_pad = s_pad;
   p.vt = static_cast<uint8_t*>(vt.data_ptr());
   p.v_scale = v_scale.data_ptr<float>();
+  TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
+              ": rope needs both grid_sizes and freqs");
+  at::Tensor grid_dev;
+  if (grid_sizes.has_value()) {
+    p.rope = true;
+    grid_dev = rope_freqs(p.rope_freqs, k, kv.B, kv.S, kv.D, *grid_sizes, *freqs, sin, op);
+  }
   const cudaError_t err = ac4k::quantize_attention_kv(p, c10::cuda::getCurrentCUDAStream(k.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these inputs (16-byte aligned data and token / head strides a multiple of 8 "
@@ -472,73 +559,12 @@ void rope3d_out(const at::Tensor& x, const at::Tensor& grid_sizes, const at::Ten
 
   c10::cuda::CUDAGuard guard(x.device());
   ac4k::Rope3dParams p;
-  check_same_device(x, freqs, op, "freqs");
-  if (sin.has_value()) {
-    check_same_device(x, *sin, op, "sin");
-    TORCH_CHECK(freqs.scalar_type() == at::kFloat && sin->scalar_type() == at::kFloat, "ac4k::", op,
-                ": cos and sin must be float32, got ", c10::toString(freqs.scalar_type()), " and ",
-                c10::toString(sin->scalar_type()));
-    TORCH_CHECK(freqs.dim() == 2 && freqs.size(1) == c && sin->sizes() == freqs.sizes(), "ac4k::", op,
-                ": cos and sin must both be [max_pos, D/2 = ", std::to_string(c), "], got ", shape_str(freqs.sizes()),
-                " and ", shape_str(sin->sizes()));
-    TORCH_CHECK(freqs.stride(1) == 1 && sin->stride(1) == 1, "ac4k::", op, ": cos and sin need a contiguous last dim");
-    p.table = ac4k::RopeTable::CosSin;
-    p.sin = sin->data_ptr<float>();
-    p.sin_ld = sin->stride(0);
-  } else {
-    TORCH_CHECK(freqs.scalar_type() == at::kComplexDouble || freqs.scalar_type() == at::kComplexFloat, "ac4k::", op,
-                ": freqs must be complex128 or complex64 (or pass cos and sin), got ",
-                c10::toString(freqs.scalar_type()));
-    TORCH_CHECK(freqs.dim() == 2 && freqs.size(1) == c, "ac4k::", op, ": freqs must be [max_pos, D/2 = ",
-                std::to_string(c), "], got ", shape_str(freqs.sizes()));
-    TORCH_CHECK(freqs.stride(1) == 1, "ac4k::", op, ": freqs needs a contiguous last dim");
-    const bool c128 = freqs.scalar_type() == at::kComplexDouble;
-    TORCH_CHECK(reinterpret_cast<uintptr_t>(freqs.data_ptr()) % (c128 ? 16 : 8) == 0, "ac4k::", op,
-                ": freqs must be aligned to its element size");
-    p.table = c128 ? ac4k::RopeTable::Complex128 : ac4k::RopeTable::Complex64;
-  }
-  p.freqs = freqs.data_ptr();
-  p.freqs_ld = freqs.stride(0);
-  p.max_pos = freqs.size(0);
-  TORCH_CHECK(p.max_pos < (int64_t(1) << 31), "ac4k::", op, ": freqs has too many positions");
-
-  TORCH_CHECK(grid_sizes.scalar_type() == at::kLong && grid_sizes.dim() == 2 && grid_sizes.size(0) == B &&
-                  grid_sizes.size(1) == 3,
-              "ac4k::", op, ": grid_sizes must be an int64 [B, 3] = [", std::to_string(B), ", 3] tensor, got ",
-              c10::toString(grid_sizes.scalar_type()), " ", shape_str(grid_sizes.sizes()));
-  at::Tensor grid_dev;  // keeps a device copy alive until the launch is queued
-  if (grid_sizes.is_cpu()) {
-    const at::Tensor g = grid_sizes.contiguous();
-    const int64_t* v = g.data_ptr<int64_t>();
-    for (int64_t i = 0; i < B; ++i) {
-      const int64_t f = v[3 * i], h = v[3 * i + 1], w = v[3 * i + 2];
-      const std::string at_i = "grid_sizes[" + std::to_string(i) + "] = (" + std::to_string(f) + ", " +
-                               std::to_string(h) + ", " + std::to_string(w) + ")";
-      TORCH_CHECK(f >= 0 && h >= 0 && w >= 0, "ac4k::", op, ": ", at_i, " has a negative size");
-      TORCH_CHECK(f <= p.max_pos && h <= p.max_pos && w <= p.max_pos, "ac4k::", op, ": freqs has ",
-                  std::to_string(p.max_pos), " positions, ", at_i, " needs ", std::to_string(std::max({f, h, w})));
-      TORCH_CHECK(f * h <= S && f * h * w <= S, "ac4k::", op, ": ", at_i, " covers ",
-                  f * h <= S ? std::to_string(f * h * w) : "more than " + std::to_string(S),
-                  " tokens, more than S = ", std::to_string(S));
-    }
-    if (B <= ac4k::Rope3dParams::kMaxHostGrid) {
-      for (int64_t i = 0; i < 3 * B; ++i) p.host_grid[i] = static_cast<int32_t>(v[i]);
-    } else {  // pinned, so the copy is queued on the stream without a host sync
-      grid_dev = g.pin_memory().to(x.device(), at::kLong, /*non_blocking=*/true);
-    }
-  } else {
-    check_same_device(x, grid_sizes, op, "grid_sizes");
-    grid_dev = grid_sizes.contiguous();
-  }
-  if (grid_dev.defined()) p.grid_sizes = grid_dev.data_ptr<int64_t>();
-
+  const at::Tensor grid_dev = rope_freqs(p, x, B, S, D, grid_sizes, freqs, sin, op);
   p.x = x.data_ptr();
   p.out = out.data_ptr();
   p.dtype = to_ac4k(x.scalar_type());
   p.xv = rope_view(x, op, "x");
   p.ov = rope_view(out, op, "out");
-  p.split0 = static_cast<int32_t>(c - 2 * (c / 3));
-  p.split1 = static_cast<int32_t>(p.split0 + c / 3);
   check_cuda_call(ac4k::rope3d(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()), op);
 }
 
@@ -561,7 +587,8 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("quantize_nvfp4(Tensor x, str scale_layout=\"plain\", Tensor? global_scale=None) -> (Tensor, Tensor, Tensor)");
   m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
         " Tensor(c!) global_scale_out) -> ()");
-  m.def("quantize_attention_kv(Tensor k, Tensor v, str layout) -> Tensor[]");
+  m.def("quantize_attention_kv(Tensor k, Tensor v, str layout, Tensor? grid_sizes=None, Tensor? freqs=None, "
+        "Tensor? sin=None) -> Tensor[]");
   m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin=None) -> Tensor");
   m.def("rope3d_out(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin, Tensor(a!) out) -> ()");
   m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"

@@ -61,6 +61,40 @@ struct QuantizeNvfp4Params {
   float* amax_scratch = nullptr;           // [1], used when global_scale_in is null
 };
 
+// rope3d (Wan 2.x; ac4k_kernel.reference.rope3d). x, out [B, S, H, D] (any strides, D contiguous,
+// rows 16-byte aligned, D % 8 == 0; out may be x). Token s < f*h*w of sample b sits at
+// (s / (h*w), (s / w) % h, s % w); pair p of its last dim is multiplied by freqs[pos, p] with pos
+// its position on p's axis (frame pairs [0, split0), height [split0, split1), width [split1, D/2)).
+// Tokens past f*h*w are copied bit for bit.
+enum class RopeTable : int32_t {
+  Complex128 = 0,  // freqs: complex128 [max_pos, D/2] (double pairs), row stride freqs_ld
+  Complex64 = 1,   // freqs: complex64 [max_pos, D/2] (float pairs), row stride freqs_ld
+  CosSin = 2,      // freqs: float32 cos [max_pos, D/2] (row stride freqs_ld); sin likewise (sin_ld)
+};
+
+// The rotation itself, shared by rope3d and the ops that fuse it (quantize_attention_kv's K).
+struct RopeFreqs {
+  static constexpr int kMaxHostGrid = 32;
+  // Grid sizes (f, h, w) per sample: int64 [B, 3] on the device, checked by the kernel (a device
+  // assert on a negative size, f*h*w > S or a size > max_pos); or, when grid_sizes is null, the
+  // first 3*B entries of host_grid (B <= kMaxHostGrid), checked by the caller on the host.
+  const int64_t* grid_sizes = nullptr;
+  int32_t host_grid[3 * kMaxHostGrid] = {};
+  RopeTable table = RopeTable::Complex128;
+  const void* freqs = nullptr;
+  const float* sin = nullptr;
+  int64_t freqs_ld = 0, sin_ld = 0;
+  int64_t max_pos = 0;
+  int32_t split0 = 0, split1 = 0;
+};
+
+struct Rope3dParams : RopeFreqs {
+  const void* x = nullptr;
+  void* out = nullptr;
+  ScalarType dtype = ScalarType::BFloat16;
+  TokenView xv, ov;
+};
+
 // Attention inputs of mha_int8_x_fp8_fwd (the SageAttention2 recipe):
 //   q  -> int8 per 16-token block (one scale per warp of 16 rows), quantized by the attention
 //         kernel itself as quantize_int8(q, "per_block", 16) would
@@ -82,36 +116,10 @@ struct QuantizeAttentionKvParams {
   int64_t s_pad = 0;                        // tokens in vt: S rounded up to 128
   uint8_t* vt = nullptr;                    // [B, H, D, s_pad]
   float* v_scale = nullptr;                 // [B, H, D]
-};
-
-// rope3d (Wan 2.x; ac4k_kernel.reference.rope3d). x, out [B, S, H, D] (any strides, D contiguous,
-// rows 16-byte aligned, D % 8 == 0; out may be x). Token s < f*h*w of sample b sits at
-// (s / (h*w), (s / w) % h, s % w); pair p of its last dim is multiplied by freqs[pos, p] with pos
-// its position on p's axis (frame pairs [0, split0), height [split0, split1), width [split1, D/2)).
-// Tokens past f*h*w are copied bit for bit.
-enum class RopeTable : int32_t {
-  Complex128 = 0,  // freqs: complex128 [max_pos, D/2] (double pairs), row stride freqs_ld
-  Complex64 = 1,   // freqs: complex64 [max_pos, D/2] (float pairs), row stride freqs_ld
-  CosSin = 2,      // freqs: float32 cos [max_pos, D/2] (row stride freqs_ld); sin likewise (sin_ld)
-};
-
-struct Rope3dParams {
-  static constexpr int kMaxHostGrid = 32;
-  const void* x = nullptr;
-  void* out = nullptr;
-  ScalarType dtype = ScalarType::BFloat16;
-  TokenView xv, ov;
-  // Grid sizes (f, h, w) per sample: int64 [B, 3] on the device, checked by the kernel (a device
-  // assert on a negative size, f*h*w > S or a size > max_pos); or, when grid_sizes is null, the
-  // first 3*B entries of host_grid (B <= kMaxHostGrid), checked by the caller on the host.
-  const int64_t* grid_sizes = nullptr;
-  int32_t host_grid[3 * kMaxHostGrid] = {};
-  RopeTable table = RopeTable::Complex128;
-  const void* freqs = nullptr;
-  const float* sin = nullptr;
-  int64_t freqs_ld = 0, sin_ld = 0;
-  int64_t max_pos = 0;
-  int32_t split0 = 0, split1 = 0;
+  // Optional: K is rotated by rope3d (token s of sample b at its (f, h, w) position) before the
+  // mean and the quantization, the rotated values rounded to k's dtype exactly as rope3d writes them.
+  bool rope = false;
+  RopeFreqs rope_freqs;
 };
 
 struct MhaInt8Fp8Params {

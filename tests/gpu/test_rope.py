@@ -329,3 +329,71 @@ def test_rope3d_device_grid_errors(grid, message):
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "no error" not in r.stdout, out[-2000:]
     assert message in out and "device-side assert" in out, out[-2000:]
+
+
+# ---- rope fused into the attention-input quantization (issue: rope3d on the way into attention)
+
+def _bits(t):
+    return t.contiguous().view(torch.uint8) if t.element_size() == 1 else t.contiguous().view(torch.int32)
+
+
+def _bnhd(x, layout):
+    return x if layout == "BNHD" else x.transpose(1, 2)
+
+
+FUSED = [  # B, S, H, D, grids, max_pos, layout
+    (2, 300, 3, 128, [[3, 10, 9], [2, 7, 11]], 64, "BNHD"),   # per-sample grids, copied tails
+    (1, 5000, 2, 128, [[5, 25, 40]], 64, "BHND"),              # tiles past the CTA's cache (re-read, rotated again)
+    (2, 1100, 2, 64, [[4, 16, 17], [1, 1, 1]], 32, "BNHD"),   # D = 64, a one-token grid
+]
+
+
+@pytest.mark.parametrize("B,S,H,D,grids,max_pos,layout", FUSED)
+@pytest.mark.parametrize("form", ["complex128", "complex64", "cos_sin"])
+@pytest.mark.parametrize("grid_on_gpu", [False, True])
+def test_quantize_attention_kv_rope_fused(B, S, H, D, grids, max_pos, layout, form, grid_on_gpu):
+    """K rotated inside quantize_attention_kv: every output bit equal to quantizing rope3d(k)."""
+    freqs, _ = _freqs_forms(max_pos, D)[form]
+    g = torch.Generator(device="cuda").manual_seed(S + D)
+    shape = (B, S, H, D) if layout == "BNHD" else (B, H, S, D)
+    k = (torch.randn(shape, device="cuda", generator=g) + 3.0).to(torch.bfloat16)  # a bias: smoothing matters
+    v = torch.randn(shape, device="cuda", generator=g).to(torch.bfloat16)
+    gs = torch.tensor(grids, dtype=torch.int64, device="cuda" if grid_on_gpu else "cpu")
+    table, sin = (freqs, None) if form != "cos_sin" else freqs
+    got = torch.ops.ac4k.quantize_attention_kv(k, v, layout, gs, table, sin)
+    k_rot = _bnhd(ac4k_kernel.rope3d(_bnhd(k, layout), gs, freqs), layout)
+    want = torch.ops.ac4k.quantize_attention_kv(k_rot, v, layout)
+    for name, a, b in zip(["k8", "k_scale", "k_mean", "vt", "v_scale"], got, want):
+        assert torch.equal(_bits(a), _bits(b)), name
+
+
+@pytest.mark.parametrize("layout", ["BNHD", "BHND"])
+def test_attention_rope(layout):
+    """attention(..., rope=(grid_sizes, freqs)) equals attention on rope3d(q), rope3d(k), bit for bit."""
+    B, S, H, D, grids = 2, 777, 4, 128, [[3, 16, 16], [2, 20, 19]]
+    freqs = ref.rope3d_freqs(64, D).cuda()
+    g = torch.Generator(device="cuda").manual_seed(1)
+    shape = (B, S, H, D) if layout == "BNHD" else (B, H, S, D)
+    q, k, v = (torch.randn(shape, device="cuda", generator=g).to(torch.bfloat16) for _ in range(3))
+    got = ac4k_kernel.attention(q, k, v, layout=layout, rope=(grids, freqs))
+    qr, kr = (_bnhd(ac4k_kernel.rope3d(_bnhd(x, layout), grids, freqs), layout) for x in (q, k))
+    want = ac4k_kernel.attention(qr, kr, v, layout=layout)
+    assert torch.equal(got, want)
+    exact = ref.attention_exact(_bnhd(ref.rope3d(_bnhd(q, layout).cpu(), grids, freqs.cpu()), layout).cuda(),
+                                _bnhd(ref.rope3d(_bnhd(k, layout).cpu(), grids, freqs.cpu()), layout).cuda(), v,
+                                layout=layout)
+    cos = torch.nn.functional.cosine_similarity(got.double().flatten(), exact.double().flatten(), dim=0).item()
+    assert cos >= 0.998, cos
+
+
+def test_rope_fused_errors():
+    k = torch.randn(1, 64, 2, 128, device="cuda", dtype=torch.bfloat16)
+    freqs = ref.rope3d_freqs(16, 128).cuda()
+    with pytest.raises(RuntimeError, match="rope needs both grid_sizes and freqs"):
+        torch.ops.ac4k.quantize_attention_kv(k, k, "BNHD", torch.tensor([[1, 8, 8]]), None, None)
+    with pytest.raises(RuntimeError, match="covers 72 tokens, more than S = 64"):
+        torch.ops.ac4k.quantize_attention_kv(k, k, "BNHD", torch.tensor([[1, 8, 9]]), freqs, None)
+    with pytest.raises(RuntimeError, match="freqs must be"):
+        torch.ops.ac4k.quantize_attention_kv(k, k, "BNHD", torch.tensor([[1, 8, 8]]), freqs[:, :10], None)
+    with pytest.raises(ValueError, match="rope must be a pair"):
+        ac4k_kernel.attention(k, k, k, rope=freqs)

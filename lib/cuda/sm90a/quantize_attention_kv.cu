@@ -19,6 +19,7 @@
 
 #include "ac4k_kernel/ops.h"
 #include "common/math.cuh"
+#include "common/rope.cuh"
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
 #include "sm90a/tma.cuh"
@@ -88,8 +89,9 @@ __device__ __forceinline__ uint32_t absmax2(uint32_t acc, uint32_t w) {
   return *reinterpret_cast<const uint32_t*>(&m);
 }
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 3)
+// kRope: K rotated on the way (p.rope); the rotation's registers cost the third CTA an SM.
+template <typename T, int D, bool kRope>
+__global__ void __launch_bounds__(kThreads, kRope ? 2 : 3)
     quantize_kv_kernel(const __grid_constant__ QuantizeAttentionKvParams p, const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv) {
   using L = KvLayout<T, D>;
@@ -153,6 +155,17 @@ __global__ void __launch_bounds__(kThreads, 3)
     const uint32_t base = uint32_t(i * n_mine);
     const bool is_v = item & 1;
     const TokenView& xv = is_v ? p.vv : p.kv;
+    // K with p.rope: tokens s < n_rot are rotated (rope3d's bits) where first read, in registers or
+    // in the tile buffer in place (each thread rotates the chunks it reads itself, in both passes).
+    const bool rope = kRope && !is_v;
+    int64_t n_rot = 0, gf = 0, gh = 0, gw = 0;
+    if (rope) {
+      if (!rope_grid(p.rope_freqs, bh / H, S, gf, gh, gw)) return;
+      n_rot = gf * gh * gw;
+    }
+    auto rotate = [&](const uint4& u, int64_t s) {
+      return rope8<T>(u, p.rope_freqs, uint32_t(s), c * 4, uint32_t(gh * gw), uint32_t(gh), uint32_t(gw));
+    };
 
     // Pass 1: this CTA's column sums (K) or absmax (V, on packed pairs): the uncached tiles from
     // global memory (plain loads: they are read again) while the cached ones land, then the
@@ -178,13 +191,21 @@ __global__ void __launch_bounds__(kThreads, 3)
       const int n = s0 < s1 ? int((s1 - s0 + kRows - 1) / kRows) : 0;
       const T* x = xb + s0 * xv.stride_s;
 #pragma unroll 8
-      for (int j = 0; j < n; ++j) add(*reinterpret_cast<const uint4*>(x + j * (kRows * xv.stride_s)));
+      for (int j = 0; j < n; ++j) {
+        const uint4 u = *reinterpret_cast<const uint4*>(x + j * (kRows * xv.stride_s));
+        add(rope && s0 + j * kRows < n_rot ? rotate(u, s0 + j * kRows) : u);
+      }
     }
     for (int k = 0; k < n_cached; ++k) {
       wait(base + k);
-      const T* buf = cache + ((base + k) % nbuf) * kTileElems;
+      T* buf = cache + ((base + k) % nbuf) * kTileElems;
+      const int64_t s_tile = (tile0 + k) * kTile;
 #pragma unroll 8
-      for (int t = r; t < kTile; t += kRows) add(*reinterpret_cast<const uint4*>(buf + t * D + c * 8));
+      for (int t = r; t < kTile; t += kRows) {
+        uint4* chunk = reinterpret_cast<uint4*>(buf + t * D + c * 8);
+        if (rope && s_tile + t < n_rot) *chunk = rotate(*chunk, s_tile + t);
+        add(*chunk);
+      }
     }
     if (is_v) unpack8<T>(make_uint4(amax2[0], amax2[1], amax2[2], amax2[3]), acc);
     // Lanes l, l + RT, ... hold the same channels.
@@ -241,8 +262,16 @@ __global__ void __launch_bounds__(kThreads, 3)
     for (int k = 0; k < n_mine; ++k) {
       const int64_t tile = tile_at(k);
       const uint32_t seq = base + k;
-      const T* buf = cache + (seq % nbuf) * kTileElems;
-      if (k >= n_cached) wait(seq);
+      T* buf = cache + (seq % nbuf) * kTileElems;
+      if (k >= n_cached) {
+        wait(seq);
+        if (rope) {
+          for (int t = r; t < kTile; t += kRows) {
+            uint4* chunk = reinterpret_cast<uint4*>(buf + t * D + c * 8);
+            if (tile * kTile + t < n_rot) *chunk = rotate(*chunk, tile * kTile + t);
+          }
+        }
+      }
       if (!is_v) {
         // INT8 per 64-token block of k - mean: the thread's NB rows r + j * kRows of the block, read
         // from shared memory twice (keeping them in registers would cost the third CTA an SM).
@@ -309,7 +338,7 @@ __global__ void __launch_bounds__(kThreads, 3)
 }
 
 // Clusters of one launch configuration that fit the GPU at once (the persistent grid's height).
-template <typename T, int D>
+template <typename T, int D, bool kRope>
 int resident_clusters(const cudaLaunchConfig_t& cfg) {
   int device = 0, n = 0;
   if (cudaGetDevice(&device) != cudaSuccess) return 0;
@@ -319,7 +348,7 @@ int resident_clusters(const cudaLaunchConfig_t& cfg) {
   const unsigned cl = cfg.attrs[0].val.clusterDim.x;
   int* m = device < 16 ? &memo[device][cl][tiles] : nullptr;
   if (m != nullptr && *m > 0) return *m;
-  if (cudaOccupancyMaxActiveClusters(&n, quantize_kv_kernel<T, D>, &cfg) != cudaSuccess) return 0;
+  if (cudaOccupancyMaxActiveClusters(&n, quantize_kv_kernel<T, D, kRope>, &cfg) != cudaSuccess) return 0;
   if (m != nullptr) *m = n;
   return n;
 }
@@ -333,7 +362,7 @@ cudaError_t kv_map(CUtensorMap* map, const void* x, ScalarType dtype, const Toke
   return encode_tensor_map(map, x, dtype, 4, dims, strides, box, TmaSwizzle::None);
 }
 
-template <typename T, int D>
+template <typename T, int D, bool kRope>
 cudaError_t launch_kv(const QuantizeAttentionKvParams& p, cudaStream_t stream) {
   using L = KvLayout<T, D>;
   alignas(64) CUtensorMap tk, tv;
@@ -343,7 +372,7 @@ cudaError_t launch_kv(const QuantizeAttentionKvParams& p, cudaStream_t stream) {
   const int64_t n_tiles = p.s_pad / kTile;
   const unsigned cluster = unsigned(n_tiles < kMaxCluster ? n_tiles : kMaxCluster);
   const int64_t tpc = ceil_div(n_tiles, cluster);
-  auto kernel = quantize_kv_kernel<T, D>;
+  auto kernel = quantize_kv_kernel<T, D, kRope>;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes);
   if (err == cudaSuccess) err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (err != cudaSuccess) return err;
@@ -363,7 +392,7 @@ cudaError_t launch_kv(const QuantizeAttentionKvParams& p, cudaStream_t stream) {
   const int64_t items = 2 * p.kv.B * p.kv.H;
   if (items * tpc >= (int64_t(1) << 31)) return cudaErrorNotSupported;  // the kernel's 32-bit tile sequence
   cfg.gridDim = dim3(cluster, 1, 1);
-  const int resident = resident_clusters<T, D>(cfg);
+  const int resident = resident_clusters<T, D, kRope>(cfg);
   if (resident < 1) return cudaErrorNotSupported;
   cfg.gridDim.y = unsigned(items < resident ? items : resident);
   return cudaLaunchKernelEx(&cfg, kernel, p, tk, tv);
@@ -384,8 +413,14 @@ cudaError_t quantize_attention_kv(const QuantizeAttentionKvParams& p, cudaStream
       !is_aligned(p.k8, 8) || p.k8v.stride_b % 8 || p.k8v.stride_s % 8 || p.k8v.stride_h % 8 ||
       (!bf16 && p.dtype != ScalarType::Float16))
     return cudaErrorNotSupported;
-  if (kv.D == 128) return bf16 ? sm90a::launch_kv<__nv_bfloat16, 128>(p, stream) : sm90a::launch_kv<__half, 128>(p, stream);
-  return bf16 ? sm90a::launch_kv<__nv_bfloat16, 64>(p, stream) : sm90a::launch_kv<__half, 64>(p, stream);
+  if (p.rope && (p.rope_freqs.grid_sizes == nullptr && kv.B > RopeFreqs::kMaxHostGrid)) return cudaErrorNotSupported;
+  using sm90a::launch_kv;
+  if (p.rope) {
+    if (kv.D == 128) return bf16 ? launch_kv<__nv_bfloat16, 128, true>(p, stream) : launch_kv<__half, 128, true>(p, stream);
+    return bf16 ? launch_kv<__nv_bfloat16, 64, true>(p, stream) : launch_kv<__half, 64, true>(p, stream);
+  }
+  if (kv.D == 128) return bf16 ? launch_kv<__nv_bfloat16, 128, false>(p, stream) : launch_kv<__half, 128, false>(p, stream);
+  return bf16 ? launch_kv<__nv_bfloat16, 64, false>(p, stream) : launch_kv<__half, 64, false>(p, stream);
 }
 
 }  // namespace ac4k

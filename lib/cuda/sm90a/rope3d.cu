@@ -18,6 +18,7 @@
 
 #include "ac4k_kernel/ops.h"
 #include "common/math.cuh"
+#include "common/rope.cuh"
 #include "common/utils.cuh"
 
 namespace ac4k {
@@ -35,52 +36,6 @@ struct Launch {
   FastDiv pairs;  // D/2
   int32_t tokens_per_block = 1;
 };
-
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float a, float b);
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
-  const __half2 v = __floats2half2_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// (a + ib)(c + is) with c = m.x + m.z, s = m.y + m.w (hi, lo parts). Explicit _rn intrinsics:
-// contracting a product into the next add would break the error recovery.
-__device__ __forceinline__ uint32_t rotate_pair_bits(float a, float b, float4 m, bool bf16) {
-  const float ac = __fmul_rn(a, m.x), ac_e = __fmaf_rn(a, m.x, -ac);
-  const float bs = __fmul_rn(b, m.y), bs_e = __fmaf_rn(b, m.y, -bs);
-  const float as = __fmul_rn(a, m.y), as_e = __fmaf_rn(a, m.y, -as);
-  const float bc = __fmul_rn(b, m.x), bc_e = __fmaf_rn(b, m.x, -bc);
-  // ac - bs and as + bc are exact when they cancel (Sterbenz); else their error is 2^-24 of the result.
-  const float re_lo = __fadd_rn(__fsub_rn(ac_e, bs_e), __fmaf_rn(a, m.z, -__fmul_rn(b, m.w)));
-  const float im_lo = __fadd_rn(__fadd_rn(as_e, bc_e), __fmaf_rn(a, m.w, __fmul_rn(b, m.z)));
-  const float re = __fadd_rn(__fsub_rn(ac, bs), re_lo), im = __fadd_rn(__fadd_rn(as, bc), im_lo);
-  return bf16 ? pack2<__nv_bfloat16>(re, im) : pack2<__half>(re, im);
-}
-
-// Stops the kernel with a message (not compiled out by NDEBUG); the next synchronizing CUDA call
-// raises "device-side assert triggered".
-__device__ __forceinline__ void fail(const char* msg) { __assert_fail(msg, __FILE__, __LINE__, "rope3d_kernel"); }
-
-// freqs[pos, pair] as (cos hi, sin hi, cos lo, sin lo).
-__device__ __forceinline__ float4 load_mult(const Rope3dParams& p, int64_t pos, int pair) {
-  if (p.table == RopeTable::Complex128) {
-    const double2 z = static_cast<const double2*>(p.freqs)[pos * p.freqs_ld + pair];
-    const float c = __double2float_rn(z.x), s = __double2float_rn(z.y);
-    return make_float4(c, s, __double2float_rn(z.x - double(c)), __double2float_rn(z.y - double(s)));
-  }
-  if (p.table == RopeTable::Complex64) {
-    const float2 z = static_cast<const float2*>(p.freqs)[pos * p.freqs_ld + pair];
-    return make_float4(z.x, z.y, 0.f, 0.f);
-  }
-  return make_float4(static_cast<const float*>(p.freqs)[pos * p.freqs_ld + pair], p.sin[pos * p.sin_ld + pair], 0.f,
-                     0.f);
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_constant__ Rope3dParams p, const Launch l) {
@@ -110,30 +65,8 @@ __global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_consta
 
   // While the loads are in flight: this sample's grid and the tokens' multipliers.
   int64_t f, gh, gw;
-  if (p.grid_sizes != nullptr) {
-    f = p.grid_sizes[3 * b];
-    gh = p.grid_sizes[3 * b + 1];
-    gw = p.grid_sizes[3 * b + 2];
-  } else {
-    f = p.host_grid[3 * b];
-    gh = p.host_grid[3 * b + 1];
-    gw = p.host_grid[3 * b + 2];
-  }
-  // GPU grid sizes are checked here, where they are (no host sync); host ones were checked by
-  // the binding already. The conditions are the same for the whole CTA, so it leaves together.
-  if (f < 0 || gh < 0 || gw < 0) {
-    fail("rope3d: grid_sizes has a negative size");
-    return;
-  }
-  if (f > p.max_pos || gh > p.max_pos || gw > p.max_pos) {
-    fail("rope3d: grid_sizes needs more positions than freqs has (a size > max_pos)");
-    return;
-  }
-  const int64_t fh = f * gh;  // each factor <= max_pos < 2^31: no overflow
-  if (fh > xv.S || fh * gw > xv.S) {
-    fail("rope3d: grid_sizes covers more tokens than x has (f*h*w > S)");
-    return;
-  }
+  if (!rope_grid(p, b, xv.S, f, gh, gw)) return;
+  const int64_t fh = f * gh;
   const int64_t n = fh * gw;  // tokens rotated; the rest are copied
   if (s0 < n) {
     const uint32_t hw = uint32_t(gh * gw);  // <= n <= S < 2^31 and nonzero here
@@ -141,10 +74,7 @@ __global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_consta
       const uint32_t t = l.pairs.div(e), pair = e - t * l.pairs.d;
       const uint32_t s = uint32_t(s0 + t);
       if (s >= n) break;  // e only grows
-      const uint32_t pos = pair < uint32_t(p.split0)   ? s / hw
-                           : pair < uint32_t(p.split1) ? (s / uint32_t(gw)) % uint32_t(gh)
-                                                       : s % uint32_t(gw);
-      mult[e] = load_mult(p, pos, int(pair));
+      mult[e] = load_mult(p, rope_pos(p, int(pair), s, hw, uint32_t(gh), uint32_t(gw)), int(pair));
     }
   }
   __syncthreads();
@@ -160,11 +90,10 @@ __global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_consta
         float a[8];
         unpack8<T>(v[k], a);
         const float4* m = mult + t * l.pairs.d + 4 * q;
-        constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
-        w.x = rotate_pair_bits(a[0], a[1], m[0], bf16);
-        w.y = rotate_pair_bits(a[2], a[3], m[1], bf16);
-        w.z = rotate_pair_bits(a[4], a[5], m[2], bf16);
-        w.w = rotate_pair_bits(a[6], a[7], m[3], bf16);
+        w.x = rotate_pair_bits<T>(a[0], a[1], m[0]);
+        w.y = rotate_pair_bits<T>(a[2], a[3], m[1]);
+        w.z = rotate_pair_bits<T>(a[4], a[5], m[2]);
+        w.w = rotate_pair_bits<T>(a[6], a[7], m[3]);
       }
       __stcs(reinterpret_cast<uint4*>(out + t * ov.stride_s + h * ov.stride_h + 8 * q), w);
     }

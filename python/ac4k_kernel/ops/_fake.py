@@ -62,7 +62,7 @@ def _register() -> None:
 
     if "mha_int8_x_fp8_fwd" in ops:
         @torch.library.register_fake("ac4k::quantize_attention_kv")
-        def _qkv(k, v, layout):
+        def _qkv(k, v, layout, grid_sizes=None, freqs=None, sin=None):
             B, D = k.shape[0], k.shape[3]
             Sk, Hkv = (k.shape[1], k.shape[2]) if layout == "BNHD" else (k.shape[2], k.shape[1])
             f32 = dict(dtype=torch.float32)

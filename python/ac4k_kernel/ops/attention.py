@@ -9,6 +9,7 @@ import torch
 
 from ..reference.quant import LAYOUTS
 from ._common import require_cuda, require_op
+from .rope import rope3d, rope_args
 
 _OP = {"int8+fp8e4m3": "mha_int8_x_fp8_fwd", "fp8e4m3": "mha_fp8_fwd", "bf16": "mha_bf16_fwd",
        "nvfp4": "mha_nvfp4_fwd"}
@@ -49,7 +50,7 @@ def _check(q, k, v, layout, out):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str = "BNHD",
               precision: str = DEFAULT_PRECISION, causal: bool = False, sm_scale: Optional[float] = None,
-              return_lse: bool = False, out: Optional[torch.Tensor] = None):
+              return_lse: bool = False, out: Optional[torch.Tensor] = None, rope: Optional[tuple] = None):
     """Drop-in for scaled_dot_product_attention / flash_attn_func.
 
     q [B, Sq, Hq, D], k/v [B, Sk, Hkv, D] for layout "BNHD" ([B, H, S, D] for "BHND"), bf16 or fp16,
@@ -57,10 +58,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     aligned (query i sees keys j <= i + Sk - Sq). Returns o in q's layout and dtype, and with
     return_lse also lse [B, Hq, Sq] float32 (natural log of the softmax denominator of sm_scale·q·k).
     precision selects the kernel; the quantization of q, k, v is part of the call.
+
+    rope = (grid_sizes, freqs): Wan's 3D RoPE applied to q and k first, as `rope3d(q, *rope)` and
+    `rope3d(k, *rope)` would (same arguments and checks; token s of either is at its (f, h, w)
+    position). Both rotations run as rope3d before the quantization: K's rotation fused into
+    quantize_attention_kv (its grid_sizes / freqs arguments, bit-identical) measured 3.7x slower
+    than rope3d followed by the plain pass at Wan's shape (docs/perf-notes.md), so it is not used here.
     """
     require_op(_OP.get(precision, ""), "attention", precision, _OP)
     Hq, Hkv, D = _check(q, k, v, layout, out)
     scale = float(sm_scale) if sm_scale is not None else D ** -0.5
+    if rope is not None:
+        if not isinstance(rope, (tuple, list)) or len(rope) != 2:
+            raise ValueError("attention: rope must be a pair (grid_sizes, freqs)")
+        gs, table, sin = rope_args(rope[0], rope[1], "attention")
+        freqs = table if sin is None else (table, sin)
+        if layout == "BNHD":
+            q, k = rope3d(q, gs, freqs), rope3d(k, gs, freqs)
+        else:  # rope3d sees [B, S, H, D]
+            q, k = (rope3d(x.transpose(1, 2), gs, freqs).transpose(1, 2) for x in (q, k))
     k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
     if out is not None:
         lse = torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse, out)

@@ -30,20 +30,27 @@ def rope3d(x: torch.Tensor, grid_sizes: Union[torch.Tensor, Sequence[Sequence[in
     """
     require_op("rope3d", "rope3d", "bf16", {"bf16": "rope3d"})
     require_cuda(x, "rope3d", "x")
-    if isinstance(freqs, (tuple, list)):
-        if len(freqs) != 2 or not all(isinstance(t, torch.Tensor) for t in freqs):
-            raise ValueError("rope3d: freqs as a pair must be two tensors (cos, sin)")
-        table, sin = freqs
-    elif isinstance(freqs, torch.Tensor):
-        table, sin = freqs, None
-    else:
-        raise TypeError(f"rope3d: freqs must be a complex tensor or a (cos, sin) pair, got {type(freqs).__name__}")
-    gs = grid_sizes if isinstance(grid_sizes, torch.Tensor) else torch.tensor(grid_sizes, dtype=torch.int64)
-    if gs.is_floating_point() or gs.is_complex() or gs.dtype == torch.bool:
-        raise ValueError(f"rope3d: grid_sizes must hold integers, got {gs.dtype}")
-    if gs.dtype != torch.int64:
-        gs = gs.to(torch.int64)  # on its own device: no sync
+    gs, table, sin = rope_args(grid_sizes, freqs, "rope3d")
     if out is None:
         return torch.ops.ac4k.rope3d(x, gs, table, sin)
     torch.ops.ac4k.rope3d_out(x, gs, table, sin, out)
     return out
+
+
+def rope_args(grid_sizes, freqs: Freqs, op: str):
+    """(grid_sizes, freqs) as the ops take them: int64 grid sizes on their own device (no sync), the
+    table and the optional sin tensor."""
+    if isinstance(freqs, (tuple, list)):
+        if len(freqs) != 2 or not all(isinstance(t, torch.Tensor) for t in freqs):
+            raise ValueError(f"{op}: freqs as a pair must be two tensors (cos, sin)")
+        table, sin = freqs
+    elif isinstance(freqs, torch.Tensor):
+        table, sin = freqs, None
+    else:
+        raise TypeError(f"{op}: freqs must be a complex tensor or a (cos, sin) pair, got {type(freqs).__name__}")
+    gs = grid_sizes if isinstance(grid_sizes, torch.Tensor) else torch.tensor(grid_sizes, dtype=torch.int64)
+    if gs.is_floating_point() or gs.is_complex() or gs.dtype == torch.bool:
+        raise ValueError(f"{op}: grid_sizes must hold integers, got {gs.dtype}")
+    if gs.dtype != torch.int64:
+        gs = gs.to(torch.int64)  # on its own device: no sync
+    return gs, table, sin

@@ -1,0 +1,113 @@
+// Wan 3D RoPE math shared by rope3d and the kernels that fuse it (quantize_attention_kv's K): the
+// multiplier table read as given, the grid sizes and their checks, and a float32 rotation whose
+// result is within one ulp of the fp64 formulation (see rope3d.cu), the same bits wherever it runs.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "ac4k_kernel/types.h"
+#include "common/math.cuh"
+
+namespace ac4k {
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  const __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// (a + ib)(c + is) with c = m.x + m.z, s = m.y + m.w (hi, lo parts). Explicit _rn intrinsics:
+// contracting a product into the next add would break the error recovery.
+template <typename T>
+__device__ __forceinline__ uint32_t rotate_pair_bits(float a, float b, float4 m) {
+  const float ac = __fmul_rn(a, m.x), ac_e = __fmaf_rn(a, m.x, -ac);
+  const float bs = __fmul_rn(b, m.y), bs_e = __fmaf_rn(b, m.y, -bs);
+  const float as = __fmul_rn(a, m.y), as_e = __fmaf_rn(a, m.y, -as);
+  const float bc = __fmul_rn(b, m.x), bc_e = __fmaf_rn(b, m.x, -bc);
+  // ac - bs and as + bc are exact when they cancel (Sterbenz); else their error is 2^-24 of the result.
+  const float re_lo = __fadd_rn(__fsub_rn(ac_e, bs_e), __fmaf_rn(a, m.z, -__fmul_rn(b, m.w)));
+  const float im_lo = __fadd_rn(__fadd_rn(as_e, bc_e), __fmaf_rn(a, m.w, __fmul_rn(b, m.z)));
+  const float re = __fadd_rn(__fsub_rn(ac, bs), re_lo), im = __fadd_rn(__fadd_rn(as, bc), im_lo);
+  return pack2<T>(re, im);
+}
+
+// freqs[pos, pair] as (cos hi, sin hi, cos lo, sin lo).
+__device__ __forceinline__ float4 load_mult(const RopeFreqs& p, int64_t pos, int pair) {
+  if (p.table == RopeTable::Complex128) {
+    const double2 z = static_cast<const double2*>(p.freqs)[pos * p.freqs_ld + pair];
+    const float c = __double2float_rn(z.x), s = __double2float_rn(z.y);
+    return make_float4(c, s, __double2float_rn(z.x - double(c)), __double2float_rn(z.y - double(s)));
+  }
+  if (p.table == RopeTable::Complex64) {
+    const float2 z = static_cast<const float2*>(p.freqs)[pos * p.freqs_ld + pair];
+    return make_float4(z.x, z.y, 0.f, 0.f);
+  }
+  return make_float4(static_cast<const float*>(p.freqs)[pos * p.freqs_ld + pair], p.sin[pos * p.sin_ld + pair], 0.f,
+                     0.f);
+}
+
+// Position of token s on pair `pair`'s axis (frame pairs [0, split0), height [split0, split1), width).
+__device__ __forceinline__ uint32_t rope_pos(const RopeFreqs& p, int pair, uint32_t s, uint32_t hw, uint32_t gh,
+                                             uint32_t gw) {
+  return pair < p.split0 ? s / hw : pair < p.split1 ? (s / gw) % gh : s % gw;
+}
+
+// Stops the kernel with a message (not compiled out by NDEBUG); the next synchronizing CUDA call
+// raises "device-side assert triggered".
+__device__ __forceinline__ void rope_fail(const char* msg) { __assert_fail(msg, __FILE__, __LINE__, "rope3d"); }
+
+// Sample b's grid (f, h, w); GPU grid sizes are checked here, where they are (no host sync), host
+// ones by the binding. Returns false (after a device assert) on a bad grid; the conditions are the
+// same for a whole CTA, so it leaves together.
+__device__ __forceinline__ bool rope_grid(const RopeFreqs& p, int64_t b, int64_t S, int64_t& f, int64_t& gh,
+                                          int64_t& gw) {
+  if (p.grid_sizes != nullptr) {
+    f = p.grid_sizes[3 * b];
+    gh = p.grid_sizes[3 * b + 1];
+    gw = p.grid_sizes[3 * b + 2];
+  } else {
+    f = p.host_grid[3 * b];
+    gh = p.host_grid[3 * b + 1];
+    gw = p.host_grid[3 * b + 2];
+  }
+  if (f < 0 || gh < 0 || gw < 0) {
+    rope_fail("rope3d: grid_sizes has a negative size");
+    return false;
+  }
+  if (f > p.max_pos || gh > p.max_pos || gw > p.max_pos) {
+    rope_fail("rope3d: grid_sizes needs more positions than freqs has (a size > max_pos)");
+    return false;
+  }
+  if (f * gh > S || f * gh * gw > S) {  // each factor <= max_pos < 2^31: no overflow
+    rope_fail("rope3d: grid_sizes covers more tokens than x has (f*h*w > S)");
+    return false;
+  }
+  return true;
+}
+
+// 8 elements (pairs pair0 .. pair0 + 3) of token s, rotated; the multipliers come from the table
+// (L2-resident) one pair at a time.
+template <typename T>
+__device__ __forceinline__ uint4 rope8(const uint4& u, const RopeFreqs& p, uint32_t s, int pair0, uint32_t hw,
+                                       uint32_t gh, uint32_t gw) {
+  float a[8];
+  unpack8<T>(u, a);
+  uint32_t w[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e)
+    w[e] = rotate_pair_bits<T>(a[2 * e], a[2 * e + 1], load_mult(p, rope_pos(p, pair0 + e, s, hw, gh, gw), pair0 + e));
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+}  // namespace ac4k
