@@ -11,7 +11,10 @@
 // tiles past the cache are read again (from L2 when they are still there) through the freed
 // buffers. Up to those sizes a head is read from HBM once, and the next head's tiles load while
 // this one's outputs are written. V's absmax runs on packed pairs, K's INT8 rounding and
-// saturation is one F2I.S8. History and figures: docs/perf-notes.md.
+// saturation is one F2I.S8. With p.rope (a separate instantiation), K is rotated as rope3d does
+// (common/rope.cuh) where each thread first reads its chunks; that path reads the multipliers from
+// the table in global memory per head and measured 3.7x slower than rope3d followed by the plain
+// pass. History and figures: docs/perf-notes.md.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
