@@ -373,7 +373,6 @@ at::Tensor rope_freqs(ac4k::RopeFreqs& p, const at::Tensor& x, int64_t B, int64_
   p.split0 = static_cast<int32_t>(c - 2 * (c / 3));
   p.split1 = static_cast<int32_t>(p.split0 + c / 3);
   return grid_dev;
-
 }
 
 // ------------------------------------------------------------------------------ attention (int8 x fp8)
@@ -435,7 +434,7 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
   const cudaError_t err = ac4k::quantize_attention_kv(p, c10::cuda::getCurrentCUDAStream(k.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these inputs (16-byte aligned data and token / head strides a multiple of 8 "
-              "elements; at most 65535 batch x heads)");
+              "elements)");
   check_cuda_call(err, op);
   return {k8, k_scale, k_mean, vt, v_scale};
 }

@@ -9,7 +9,7 @@ import torch
 
 from ..reference.quant import LAYOUTS
 from ._common import require_cuda, require_op
-from .rope import rope3d, rope_args
+from .rope import rope3d
 
 _OP = {"int8+fp8e4m3": "mha_int8_x_fp8_fwd", "fp8e4m3": "mha_fp8_fwd", "bf16": "mha_bf16_fwd",
        "nvfp4": "mha_nvfp4_fwd"}
@@ -71,12 +71,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     if rope is not None:
         if not isinstance(rope, (tuple, list)) or len(rope) != 2:
             raise ValueError("attention: rope must be a pair (grid_sizes, freqs)")
-        gs, table, sin = rope_args(rope[0], rope[1], "attention")
-        freqs = table if sin is None else (table, sin)
+        grid_sizes, freqs = rope
         if layout == "BNHD":
-            q, k = rope3d(q, gs, freqs), rope3d(k, gs, freqs)
+            q, k = rope3d(q, grid_sizes, freqs), rope3d(k, grid_sizes, freqs)
         else:  # rope3d sees [B, S, H, D]
-            q, k = (rope3d(x.transpose(1, 2), gs, freqs).transpose(1, 2) for x in (q, k))
+            q, k = (rope3d(x.transpose(1, 2), grid_sizes, freqs).transpose(1, 2) for x in (q, k))
     k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
     if out is not None:
         lse = torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse, out)
