@@ -6,7 +6,8 @@
 # Extra pytest / bench args: PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
 # variants: each tools/variants/*.patch (experiments, not kept once decided) is applied to a copy of
 # the sources, built in place in parallel with the main build, and its attention rows timed after
-# the main benchmark, in the same process order, against the main build's rows.
+# the main benchmark, in the same process order, against the main build's rows (VARIANT_BENCH:
+# other bench/run.py arguments).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/results}
@@ -55,7 +56,7 @@ has test && stage test python3 -m pytest tests/gpu -q -rs ${PYTEST_ARGS:-}
 # torch.compile and the fp64 S=8192 reference under the sanitizer take minutes and check nothing of
 # ours: leave them out there. racecheck on one attention case (shared memory of the TMA pipeline).
 has sanitize && stage sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --target-processes all \
-  python3 -m pytest tests/gpu -q -k "not compile and not s8192" -x ${PYTEST_ARGS:-}
+  python3 -m pytest tests/gpu -q -k "not compile and not s8192 and not never_released and not device_grid" -x ${PYTEST_ARGS:-}
 has sanitize && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
   python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
 has bench && stage bench python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
@@ -66,9 +67,9 @@ if has variants; then
     [ -f "$pf" ] || continue
     name=$(basename "$pf" .patch)
     PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_$name" \
-      python3 bench/run.py --only attention --ours-only --json "$OUT/var_$name.json"
+      python3 bench/run.py ${VARIANT_BENCH:---only attention --ours-only} --json "$OUT/var_$name.json"
   done
-  stage var_main python3 bench/run.py --only attention --ours-only --json "$OUT/var_main.json"
+  stage var_main python3 bench/run.py ${VARIANT_BENCH:---only attention --ours-only} --json "$OUT/var_main.json"
 fi
 # Nsight Compute on the attention kernels (ours and SageAttention2's when importable), PROFILE_ARGS = "S D".
 if has profile; then

@@ -194,3 +194,22 @@ def test_attention_op_errors():
         torch.ops.ac4k.quantize_attention_kv(k, v[:, :100], "BNHD")
     with pytest.raises(RuntimeError, match="dtype"):
         torch.ops.ac4k.quantize_attention_kv(k, v.half(), "BNHD")
+
+
+def test_attention_cuda_graph():
+    """attention() (K/V pass, then the kernel) captured in a CUDA graph and replayed."""
+    q, k, v = _qkv(1, 1000, 1000, 4, 4, 128, seed=5)
+    want = ac4k_kernel.attention(q, k, v)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        ac4k_kernel.attention(q, k, v)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        got = ac4k_kernel.attention(q, k, v)
+    for _ in range(3):
+        got.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(got, want)

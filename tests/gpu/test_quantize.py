@@ -225,6 +225,73 @@ def test_quantize_int8_torch_compile_and_cuda_graph():
     _assert_bits_equal(q.scales, want2.scales, "graph scales")
 
 
+COMPILE_GRAPH_CASES = [  # precision, granularity, block_size, scale_layout, layout, shape
+    ("fp8e4m3", "per_token", 0, "plain", "BNHD", (64, 4, 128)),
+    ("fp8e4m3", "per_channel", 0, "plain", "BNHD", (2, 96, 3, 64)),
+    ("int8", "per_block", 64, "plain", "BHND", (1, 3, 200, 128)),
+    ("nvfp4", "per_block", 16, "plain", "BNHD", (100, 256)),
+    ("nvfp4", "per_block", 16, "swizzled", "BNHD", (130, 80)),
+]
+
+
+@pytest.mark.parametrize("precision,granularity,block_size,scale_layout,layout,shape", COMPILE_GRAPH_CASES)
+def test_quantize_torch_compile_and_cuda_graph(precision, granularity, block_size, scale_layout, layout, shape):
+    """Every quantizer inside torch.compile(fullgraph=True) and replayed from a CUDA graph on new
+    data: bit for bit the reference."""
+    torch.manual_seed(5)
+    kw = dict(precision=precision, granularity=granularity, block_size=block_size or None, layout=layout)
+    if precision == "nvfp4":
+        kw = dict(precision=precision, scale_layout=scale_layout)
+
+    def parts(q):
+        return (q.values, q.scales) + ((q.global_scale,) if precision == "nvfp4" else ())
+
+    def check(got, x, what):
+        want = parts(ref.quantize(x.cpu(), precision, granularity, block_size, scale_layout, layout))
+        for name, g, w in zip(["values", "scales", "global scale"], got, want):
+            _assert_bits_equal(g.reshape(w.shape), w, f"{what} {name}")
+
+    x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+
+    @torch.compile(fullgraph=True)
+    def f(t):
+        return parts(ac4k_kernel.quantize(t * 2, **kw))
+
+    check(f(x / 2), x, "compiled")
+    static_x = x.clone()
+    g = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize()
+    with torch.cuda.graph(g):
+        q = parts(ac4k_kernel.quantize(static_x, **kw))
+    x2 = torch.randn_like(x)
+    static_x.copy_(x2)
+    g.replay()
+    torch.cuda.synchronize()
+    check(q, x2, "graph")
+
+
+def test_quantize_attention_kv_torch_compile_and_cuda_graph():
+    """The attention-input quantizer compiled and graph-replayed: the eager outputs bit for bit."""
+    torch.manual_seed(6)
+    k, v = (torch.randn(2, 300, 3, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    want = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+    bits = lambda t: t.view(torch.uint8) if t.element_size() == 1 else t.view(torch.int32)  # noqa: E731
+    got = torch.compile(lambda a, b: torch.ops.ac4k.quantize_attention_kv(a + 0, b, "BNHD"), fullgraph=True)(k, v)
+    for a, b in zip(got, want):
+        assert torch.equal(bits(a), bits(b))
+    sk, sv = torch.zeros_like(k), torch.zeros_like(v)
+    g = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize()
+    with torch.cuda.graph(g):
+        got = torch.ops.ac4k.quantize_attention_kv(sk, sv, "BNHD")
+    sk.copy_(k)
+    sv.copy_(v)
+    g.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(got, want):
+        assert torch.equal(bits(a), bits(b))
+
+
 def test_quantize_int8_errors():
     x = torch.randn(4, 64, device="cuda", dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="bfloat16 or float16"):

@@ -310,8 +310,11 @@ _CHILD = textwrap.dedent("""
     import sys, torch, ac4k_kernel
     from ac4k_kernel import reference as ref
     x = torch.randn(1, 16, 2, 128, device="cuda", dtype=torch.bfloat16)
-    grid = torch.tensor([[int(v) for v in sys.argv[1].split(",")]], device="cuda")
-    ac4k_kernel.rope3d(x, grid, ref.rope3d_freqs(8, 128).cuda())
+    op, grid = sys.argv[1], torch.tensor([[int(v) for v in sys.argv[2].split(",")]], device="cuda")
+    if op == "rope3d":
+        ac4k_kernel.rope3d(x, grid, ref.rope3d_freqs(8, 128).cuda())
+    else:  # attention(rope=...) checks through the same kernels
+        ac4k_kernel.attention(x, x, x, rope=(grid, ref.rope3d_freqs(8, 128).cuda()))
     torch.cuda.synchronize()
     print("no error")
 """)
@@ -322,10 +325,11 @@ _CHILD = textwrap.dedent("""
     ("1,1,9", "needs more positions than freqs has"),
     ("1,-2,2", "negative size"),
 ])
-def test_rope3d_device_grid_errors(grid, message):
+@pytest.mark.parametrize("op", ["rope3d", "attention"])
+def test_rope3d_device_grid_errors(op, grid, message):
     """GPU grid sizes are checked by the kernel without a host sync: a bad one is a device assert,
     which ends the CUDA context, so each runs in a child process."""
-    r = subprocess.run([sys.executable, "-c", _CHILD, grid], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", _CHILD, op, grid], capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "no error" not in r.stdout, out[-2000:]
     assert message in out and "device-side assert" in out, out[-2000:]
