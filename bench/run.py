@@ -129,6 +129,7 @@ def bench_attention(iters: int):
         flops = 4 * B * H * Sq * Sk * D
         inputs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
         k8, ks, _, vt, vs = inputs
+        k8f, ksf = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD", None, None, None, "fp8e4m3")[:2]
         scale = D ** -0.5
         qt, kt, vt_ = (t.transpose(1, 2) for t in (q, k, v))
 
@@ -144,6 +145,9 @@ def bench_attention(iters: int):
             "ac4k kernel only": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(q, k8, ks, vt, vs, "BNHD", False, scale,
                                                                           False),
             "ac4k K/V quantization only": lambda: torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD"),
+            "ac4k fp8e4m3 whole call": lambda: ac4k_kernel.attention(q, k, v, precision="fp8e4m3"),
+            "ac4k fp8e4m3 kernel only": lambda: torch.ops.ac4k.mha_fp8_fwd(q, k8f, ksf, vt, vs, "BNHD", False, scale,
+                                                                           False),
             "SDPA flash (bf16)": sdpa(SDPBackend.FLASH_ATTENTION),
             "SDPA cuDNN (bf16)": sdpa(SDPBackend.CUDNN_ATTENTION),
         }
@@ -164,7 +168,9 @@ def bench_attention(iters: int):
                 print(f"{name} at Sq={Sq} Sk={Sk} D={D}: {type(e).__name__}: {str(e)[:150]}")
         base = times.get("ac4k attention() whole call")
         for name, ms in times.items():
-            row = {"op": "attention int8+fp8e4m3" if name.startswith("ac4k") else "attention",
+            op = "attention " + ("fp8e4m3" if "fp8e4m3" in name else "int8+fp8e4m3") if name.startswith("ac4k") \
+                else "attention"
+            row = {"op": op,
                    "shape": f"B1 H40 Sq{Sq} Sk{Sk} D{D}", "impl": name, "ms": ms, "vs_ours": ms / base if base else 0.0}
             if "quantization only" not in name:
                 row["tflops"] = flops / ms / 1e9
@@ -189,6 +195,8 @@ def bench_accuracy(iters: int):
             k = (k.float() + k_bias * torch.randn(D, device="cuda", generator=g)).to(torch.bfloat16)
         want = ref.attention_exact(q, k, v).double()
         outs = {"ac4k int8+fp8e4m3": ac4k_kernel.attention(q, k, v)}
+        if "mha_fp8_fwd" in ac4k_kernel.get_info()["ops"]:
+            outs["ac4k fp8e4m3"] = ac4k_kernel.attention(q, k, v, precision="fp8e4m3")
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
             outs["SDPA cuDNN (bf16)"] = torch.nn.functional.scaled_dot_product_attention(
                 *(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)

@@ -389,11 +389,15 @@ void check_attention_input(const at::Tensor& t, const char* op, const char* name
 // k, v (bf16 / fp16) -> the K / V inputs of mha_int8_x_fp8_fwd (layouts in include/ac4k_kernel/types.h).
 // With grid_sizes and freqs (and sin for a cos / sin table), K is rotated by rope3d in the same pass
 // (see rope_freqs for what is checked where).
+// k_precision "fp8e4m3": K in E4M3 (for mha_fp8_fwd) instead of INT8.
 std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Tensor& v, const std::string& layout,
                                               const c10::optional<at::Tensor>& grid_sizes,
                                               const c10::optional<at::Tensor>& freqs,
-                                              const c10::optional<at::Tensor>& sin) {
+                                              const c10::optional<at::Tensor>& sin, const std::string& k_precision) {
   const char* op = "quantize_attention_kv";
+  TORCH_CHECK(k_precision == "int8" || k_precision == "fp8e4m3", "ac4k::", op,
+              ": k_precision must be 'int8' or 'fp8e4m3', got '", k_precision, "'");
+  const bool k_fp8 = k_precision == "fp8e4m3";
   check_attention_input(k, op, "k", k);
   check_attention_input(v, op, "v", k);
   const ac4k::TokenView kv = token_view(k, layout, op, "k"), vv = token_view(v, layout, op, "v");
@@ -403,7 +407,7 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
   TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
 
   const auto f32 = k.options().dtype(at::kFloat);
-  at::Tensor k8 = at::empty(k.sizes(), k.options().dtype(at::kChar));
+  at::Tensor k8 = at::empty(k.sizes(), k.options().dtype(k_fp8 ? at::kFloat8_e4m3fn : at::kChar));
   at::Tensor k_scale = at::empty({kv.B, kv.H, (kv.S + 63) / 64}, f32);
   at::Tensor k_mean = at::empty({kv.B, kv.H, kv.D}, f32);
   const int64_t s_pad = (kv.S + 127) / 128 * 128;
@@ -417,7 +421,8 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
   p.dtype = to_ac4k(k.scalar_type());
   p.kv = kv;
   p.vv = vv;
-  p.k8 = k8.data_ptr<int8_t>();
+  p.k8 = static_cast<int8_t*>(k8.data_ptr());
+  p.k_fp8 = k_fp8;
   p.k8v = token_view(k8, layout, op, "k8");
   p.k_scale = k_scale.data_ptr<float>();
   p.k_mean = k_mean.data_ptr<float>();
@@ -439,12 +444,16 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
   return {k8, k_scale, k_mean, vt, v_scale};
 }
 
-at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at::Tensor& k_scale,
-                                  const at::Tensor& vt, const at::Tensor& v_scale, const std::string& layout,
-                                  bool causal, double sm_scale, bool return_lse, at::Tensor& out) {
-  const char* op = "mha_int8_x_fp8_fwd";
+// The 8-bit attention ops: k INT8 (mha_int8_x_fp8_fwd) or E4M3 (mha_fp8_fwd), from quantize_attention_kv.
+template <bool kFp8>
+at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at::Tensor& k_scale,
+                            const at::Tensor& vt, const at::Tensor& v_scale, const std::string& layout, bool causal,
+                            double sm_scale, bool return_lse, at::Tensor& out) {
+  const char* op = kFp8 ? "mha_fp8_fwd" : "mha_int8_x_fp8_fwd";
   check_attention_input(q, op, "q", q);
-  TORCH_CHECK(k8.scalar_type() == at::kChar, "ac4k::", op, ": k must be int8 (from quantize_attention_kv)");
+  TORCH_CHECK(k8.scalar_type() == (kFp8 ? at::kFloat8_e4m3fn : at::kChar), "ac4k::", op, ": k must be ",
+              kFp8 ? "float8_e4m3fn (quantize_attention_kv with k_precision='fp8e4m3')" : "int8 (from quantize_attention_kv)",
+              ", got ", c10::toString(k8.scalar_type()));
   TORCH_CHECK(vt.scalar_type() == at::kFloat8_e4m3fn && vt.dim() == 4 && vt.is_contiguous(), "ac4k::", op,
               ": v must be the contiguous float8_e4m3fn [B, H, D, S_pad] tensor of quantize_attention_kv");
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&k_scale, &v_scale}) {
@@ -475,7 +484,7 @@ at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q, const at::Tensor& k8, con
   at::Tensor lse = return_lse ? at::empty({qv.B, qv.H, qv.S}, k_scale.options()) : at::empty({0}, k_scale.options());
 
   c10::cuda::CUDAGuard guard(q.device());
-  ac4k::MhaInt8Fp8Params p;
+  ac4k::Mha8bitParams p;
   p.q = q.data_ptr();
   p.q_dtype = to_ac4k(q.scalar_type());
   p.k = static_cast<const int8_t*>(k8.data_ptr());
@@ -490,7 +499,8 @@ at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q, const at::Tensor& k8, con
   p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
   p.sm_scale = static_cast<float>(sm_scale);
   p.causal = causal;
-  const cudaError_t err = ac4k::mha_int8_x_fp8_fwd(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  const cudaError_t err = kFp8 ? ac4k::mha_fp8_fwd(p, stream) : ac4k::mha_int8_x_fp8_fwd(p, stream);
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 16-byte aligned "
               "q with token / head strides a multiple of 8 elements)");
@@ -498,12 +508,13 @@ at::Tensor mha_int8_x_fp8_fwd_out(const at::Tensor& q, const at::Tensor& k8, con
   return lse;
 }
 
-std::tuple<at::Tensor, at::Tensor> mha_int8_x_fp8_fwd(const at::Tensor& q, const at::Tensor& k8,
-                                                      const at::Tensor& k_scale, const at::Tensor& vt,
-                                                      const at::Tensor& v_scale, const std::string& layout,
-                                                      bool causal, double sm_scale, bool return_lse) {
+template <bool kFp8>
+std::tuple<at::Tensor, at::Tensor> mha_8bit_fwd(const at::Tensor& q, const at::Tensor& k8, const at::Tensor& k_scale,
+                                                const at::Tensor& vt, const at::Tensor& v_scale,
+                                                const std::string& layout, bool causal, double sm_scale,
+                                                bool return_lse) {
   at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = mha_int8_x_fp8_fwd_out(q, k8, k_scale, vt, v_scale, layout, causal, sm_scale, return_lse, out);
+  at::Tensor lse = mha_8bit_fwd_out<kFp8>(q, k8, k_scale, vt, v_scale, layout, causal, sm_scale, return_lse, out);
   return {out, lse};
 }
 
@@ -587,12 +598,16 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
         " Tensor(c!) global_scale_out) -> ()");
   m.def("quantize_attention_kv(Tensor k, Tensor v, str layout, Tensor? grid_sizes=None, Tensor? freqs=None, "
-        "Tensor? sin=None) -> Tensor[]");
+        "Tensor? sin=None, str k_precision=\"int8\") -> Tensor[]");
   m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin=None) -> Tensor");
   m.def("rope3d_out(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin, Tensor(a!) out) -> ()");
   m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
         " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
   m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
+        " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out) -> Tensor");
+  m.def("mha_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
+        " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
+  m.def("mha_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
         " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out) -> Tensor");
 }
 
@@ -606,8 +621,10 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_attention_kv", &quantize_attention_kv);
   m.impl("rope3d", &rope3d);
   m.impl("rope3d_out", &rope3d_out);
-  m.impl("mha_int8_x_fp8_fwd", &mha_int8_x_fp8_fwd);
-  m.impl("mha_int8_x_fp8_fwd_out", &mha_int8_x_fp8_fwd_out);
+  m.impl("mha_int8_x_fp8_fwd", &mha_8bit_fwd<false>);
+  m.impl("mha_int8_x_fp8_fwd_out", &mha_8bit_fwd_out<false>);
+  m.impl("mha_fp8_fwd", &mha_8bit_fwd<true>);
+  m.impl("mha_fp8_fwd_out", &mha_8bit_fwd_out<true>);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -170,7 +170,7 @@ def _manual_quantized(q, k, v, kind, causal=False):
     ks = k.float() - km
     if kind in ("int8", "fp8"):
         quant = quantize_int8 if kind == "int8" else quantize_fp8
-        qb, kb = (16, 64) if kind == "int8" else (64, 128)  # each recipe's default blocks
+        qb, kb = 16, 64  # both recipes' default blocks (those of the sm90a kernels)
         qq, kq = quant(q, "per_block", qb), quant(ks, "per_block", kb)
         vq = quantize_fp8(v, "per_channel")
     else:

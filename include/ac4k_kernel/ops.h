@@ -16,12 +16,15 @@ cudaError_t quantize_int8(const QuantizeParams& params, cudaStream_t stream);
 cudaError_t quantize_fp8(const QuantizeParams& params, cudaStream_t stream);
 // NVFP4 (E2M1 in 16-blocks, E4M3 block scales, FP32 global scale); reference.quantize_nvfp4.
 cudaError_t quantize_nvfp4(const QuantizeNvfp4Params& params, cudaStream_t stream);
-// Attention K and V: smoothed K to INT8 per 64-token block, V to transposed, permuted FP8.
+// Attention K and V: smoothed K to INT8 (or E4M3) per 64-token block, V to transposed, permuted FP8.
 cudaError_t quantize_attention_kv(const QuantizeAttentionKvParams& params, cudaStream_t stream);
 // Wan's 3D rotary embedding; reference.rope3d.
 cudaError_t rope3d(const Rope3dParams& params, cudaStream_t stream);
 // Attention, QK^T in INT8 and PV in FP8 (Q quantized in the kernel, K and V by the op above);
 // reference.attention_int8_fp8.
-cudaError_t mha_int8_x_fp8_fwd(const MhaInt8Fp8Params& params, cudaStream_t stream);
+cudaError_t mha_int8_x_fp8_fwd(const Mha8bitParams& params, cudaStream_t stream);
+// Attention, QK^T and PV in FP8 E4M3 (Q quantized in the kernel, K and V by quantize_attention_kv
+// with K in E4M3); reference.attention_fp8.
+cudaError_t mha_fp8_fwd(const Mha8bitParams& params, cudaStream_t stream);
 
 }  // namespace ac4k

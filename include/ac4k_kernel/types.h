@@ -99,18 +99,20 @@ struct Rope3dParams : RopeFreqs {
 //   q  -> int8 per 16-token block (one scale per warp of 16 rows), quantized by the attention
 //         kernel itself as quantize_int8(q, "per_block", 16) would
 //   k  -> k - mean_tokens(k) (k_mean [B, Hkv, D]), int8 per 64-token block [B, Hkv, ceil(Sk / 64)]
+//         (mha_fp8_fwd: q and k in FP8 E4M3 the same way, scale amax / 448)
 //   v  -> FP8 E4M3 per channel (v_scale [B, Hkv, D]) stored transposed as vt [B, Hkv, D, Sk_pad]
 //         (Sk_pad = Sk rounded up to 128, zero-filled), tokens permuted inside each 16-token group
 //         (token t at slot 2*(t/8) + 4*((t/2)%4) + t%2) so the PV product takes P straight from
-//         the score registers (see mha_int8_x_fp8_fwd.cu).
+//         the score registers (see mha_8bit.cuh).
 // quantize_attention_kv writes k8 / k_scale / k_mean / vt / v_scale in one launch.
 struct QuantizeAttentionKvParams {
   const void* k = nullptr;
   const void* v = nullptr;
   ScalarType dtype = ScalarType::BFloat16;  // of k and v
   TokenView kv, vv;                         // [B, S, H, D] views of k and v (same sizes)
-  int8_t* k8 = nullptr;
+  int8_t* k8 = nullptr;                     // INT8, or E4M3 bytes with k_fp8
   TokenView k8v;                            // k8's view (k's sizes, its own strides)
+  bool k_fp8 = false;                       // K to FP8 E4M3 (scale amax / 448) for mha_fp8_fwd
   float* k_scale = nullptr;                 // [B, H, ceil(S / 64)]
   float* k_mean = nullptr;                  // [B, H, D]
   int64_t s_pad = 0;                        // tokens in vt: S rounded up to 128
@@ -122,7 +124,9 @@ struct QuantizeAttentionKvParams {
   RopeFreqs rope_freqs;
 };
 
-struct MhaInt8Fp8Params {
+// The 8-bit attention kernels: mha_int8_x_fp8_fwd (k INT8) and mha_fp8_fwd (k FP8 E4M3; q
+// quantized in the kernel as quantize_fp8(q, "per_block", 16)).
+struct Mha8bitParams {
   const void* q = nullptr;     // TokenView q_view, bf16 / fp16 (q_dtype, also the output's dtype)
   ScalarType q_dtype = ScalarType::BFloat16;
   const int8_t* k = nullptr;   // TokenView k_view (int8, smoothed)

@@ -25,6 +25,7 @@
 #include "common/rope.cuh"
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
+#include "sm90a/quantize_8bit.cuh"
 #include "sm90a/tma.cuh"
 
 namespace ac4k {
@@ -300,20 +301,26 @@ __global__ void __launch_bounds__(kThreads, kRope ? 2 : 3)
           }
           amax = cta_max(amax, sm.warp_max, parity);
           parity ^= 1;
-          const float inv = recip_scale(127.f, amax);
+          const float qmax = p.k_fp8 ? Fp8Format::kMax : Int8Format::kMax;
+          const float inv = recip_scale(qmax, amax);
           const bool fast = inv <= 3.4028235e38f;  // the whole CTA takes the same branch
 #pragma unroll
           for (int j = 0; j < NB; ++j) {
             float x[8];
             if (!row(j, x)) continue;
-            int32_t q[8];
+            uint2 w;
+            if (p.k_fp8) {  // as quantize_fp8(..., "per_block", 64)
+              w = pack8_uniform<Fp8Format>(x, inv);
+            } else {
+              int32_t q[8];
 #pragma unroll
-            for (int e = 0; e < 8; ++e) q[e] = fast ? cvt_rni_sat_s8(__fmul_rn(x[e], inv)) : quant_int8(x[e], inv);
+              for (int e = 0; e < 8; ++e) q[e] = fast ? cvt_rni_sat_s8(__fmul_rn(x[e], inv)) : quant_int8(x[e], inv);
+              w = make_uint2(pack_b8x4(q[0], q[1], q[2], q[3]), pack_b8x4(q[4], q[5], q[6], q[7]));
+            }
             const int t = blk * kKBlock + r + j * kRows;
-            __stcs(reinterpret_cast<uint2*>(k8b + (tile * kTile + t) * p.k8v.stride_s),
-                   make_uint2(pack_b8x4(q[0], q[1], q[2], q[3]), pack_b8x4(q[4], q[5], q[6], q[7])));
+            __stcs(reinterpret_cast<uint2*>(k8b + (tile * kTile + t) * p.k8v.stride_s), w);
           }
-          if (threadIdx.x == 0 && 2 * tile + blk < n_kblk) p.k_scale[bh * n_kblk + 2 * tile + blk] = __fdiv_rn(amax, 127.f);
+          if (threadIdx.x == 0 && 2 * tile + blk < n_kblk) p.k_scale[bh * n_kblk + 2 * tile + blk] = __fdiv_rn(amax, qmax);
         }
       } else {
         // Channels 2 dp and 2 dp + 1 of tokens slot0 .. slot0 + kSlots: a warp reads 32 consecutive

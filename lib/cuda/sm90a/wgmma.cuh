@@ -111,6 +111,16 @@ __device__ __forceinline__ void wgmma_fence_operand(int32_t (&d)[K]) {
                  : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)));                     \
   }
 AC4K_WGMMA_S8_SS(64, 128, "%64", "%65", "%66")
+// D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, e4m3 x e4m3 -> f32; A and B K-major in smem.
+#define AC4K_WGMMA_E4M3_SS(NREG, N, A, B, S)                                                 \
+  __device__ __forceinline__ void wgmma_e4m3_ss(float (&d)[NREG], uint64_t a_desc,           \
+                                                uint64_t b_desc, bool accumulate) {          \
+    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 "   \
+                 AC4K_D##NREG ", " A ", " B ", p, 1, 1;\n}"                                 \
+                 : AC4K_OPS##NREG("+f", d)                                                   \
+                 : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)));                     \
+  }
+AC4K_WGMMA_E4M3_SS(64, 128, "%64", "%65", "%66")
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, e4m3 x e4m3 -> f32; A in registers (4 words), B
 // K-major in smem. 8-bit wgmma has no transpose: B must be K-major (V^T for P.V).
@@ -128,6 +138,7 @@ AC4K_WGMMA_E4M3_RS(68, 136, "{%68, %69, %70, %71}", "%72", "%73")
 
 #undef AC4K_WGMMA_E4M3_RS
 #undef AC4K_WGMMA_S8_SS
+#undef AC4K_WGMMA_E4M3_SS
 #undef AC4K_SETP
 #undef AC4K_OPS68
 #undef AC4K_OPS36

@@ -62,11 +62,11 @@ def _register() -> None:
 
     if "mha_int8_x_fp8_fwd" in ops:
         @torch.library.register_fake("ac4k::quantize_attention_kv")
-        def _qkv(k, v, layout, grid_sizes=None, freqs=None, sin=None):
+        def _qkv(k, v, layout, grid_sizes=None, freqs=None, sin=None, k_precision="int8"):
             B, D = k.shape[0], k.shape[3]
             Sk, Hkv = (k.shape[1], k.shape[2]) if layout == "BNHD" else (k.shape[2], k.shape[1])
             f32 = dict(dtype=torch.float32)
-            return [k.new_empty(k.shape, dtype=torch.int8), k.new_empty((B, Hkv, (Sk + 63) // 64), **f32),
+            return [k.new_empty(k.shape, dtype=torch.int8 if k_precision == "int8" else torch.float8_e4m3fn), k.new_empty((B, Hkv, (Sk + 63) // 64), **f32),
                     k.new_empty((B, Hkv, D), **f32),
                     v.new_empty((B, Hkv, D, (Sk + 127) // 128 * 128), dtype=torch.float8_e4m3fn),
                     v.new_empty((B, Hkv, D), **f32)]
@@ -75,13 +75,16 @@ def _register() -> None:
             Sq, Hq = (q.shape[1], q.shape[2]) if layout == "BNHD" else (q.shape[2], q.shape[1])
             return q.new_empty((q.shape[0], Hq, Sq) if return_lse else (0,), dtype=torch.float32)
 
-        @torch.library.register_fake("ac4k::mha_int8_x_fp8_fwd")
         def _mha(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse):
             return q.new_empty(q.shape), _lse(q, layout, return_lse)
 
-        @torch.library.register_fake("ac4k::mha_int8_x_fp8_fwd_out")
         def _mha_out(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, out):
             return _lse(q, layout, return_lse)
+
+        for name in ("mha_int8_x_fp8_fwd", "mha_fp8_fwd"):
+            if name in ops:
+                torch.library.register_fake(f"ac4k::{name}")(_mha)
+                torch.library.register_fake(f"ac4k::{name}_out")(_mha_out)
 
     if "rope3d" in ops:
         @torch.library.register_fake("ac4k::rope3d")

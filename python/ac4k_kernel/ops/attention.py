@@ -57,7 +57,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     last dim contiguous, D in (64, 128), Hq a multiple of Hkv (GQA / MQA). causal is bottom-right
     aligned (query i sees keys j <= i + Sk - Sq). Returns o in q's layout and dtype, and with
     return_lse also lse [B, Hq, Sq] float32 (natural log of the softmax denominator of sm_scale·q·k).
-    precision selects the kernel; the quantization of q, k, v is part of the call.
+    precision selects the kernel; the quantization of q, k, v is part of the call: "int8+fp8e4m3"
+    (QK^T in INT8, PV in FP8) or "fp8e4m3" (both in FP8 E4M3; reference.attention_fp8), with K
+    smoothed by its token mean and Q per 16 tokens, K per 64 quantized in both.
 
     rope = (grid_sizes, freqs): Wan's 3D RoPE applied to q and k first, as `rope3d(q, *rope)` and
     `rope3d(k, *rope)` would (same arguments and checks; token s of either is at its (f, h, w)
@@ -76,12 +78,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
             q, k = rope3d(q, grid_sizes, freqs), rope3d(k, grid_sizes, freqs)
         else:  # rope3d sees [B, S, H, D]
             q, k = (rope3d(x.transpose(1, 2), grid_sizes, freqs).transpose(1, 2) for x in (q, k))
-    k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout)
+    # Both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel.
+    k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
+    k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,
+                                                                            k_precision)
+    name = _OP[precision]
     if out is not None:
-        lse = torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse, out)
+        lse = getattr(torch.ops.ac4k, name + "_out")(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse,
+                                                     out)
         o = out
     else:
-        o, lse = torch.ops.ac4k.mha_int8_x_fp8_fwd(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse)
+        o, lse = getattr(torch.ops.ac4k, name)(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse)
     if not return_lse:
         return o
     # Smoothing moved every score of row i by sm_scale * q_i . k_mean; add it back.

@@ -1,0 +1,408 @@
+// The 8-bit attention kernels for sm90a: QK^T on INT8 (mha_int8_x_fp8_fwd, the SageAttention2
+// recipe, ac4k_kernel.reference.attention_int8_fp8) or FP8 E4M3 tensor cores (mha_fp8_fwd,
+// reference.attention_fp8), PV on FP8 tensor cores; the two differ only in Q and K's format. Inputs come from
+// quantize_attention_kv.cu (layouts in types.h); Q comes in bf16 / fp16 and is quantized here.
+//
+// One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
+// stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
+// interleave their softmax and tensor-core phases by themselves. Thread 0 issues the TMA loads of
+// K / V^T, two 128-key blocks ahead on mbarriers, refilling a stage once its PV is done. Meanwhile
+// each warp quantizes its 16 query rows to INT8 (one scale per warp: the recipe's 16-token Q
+// blocks) straight into the swizzled tile the QK wgmma reads: Q never makes an INT8 round trip
+// through memory, which saves the separate pass (a third of the input quantization's bytes).
+// Per key block n, serially:
+//   softmax(S_n)       FP32 online softmax in the log2 domain: row max on the integer scores,
+//                      dequantization and max subtraction in one FFMA, ex2, P to E4M3 offset by
+//                      log2(448); the thread's scores are the PV A fragment (permuted V^T layout)
+//   O_blk = P V        wgmma m64n(D+8)k32 e4m3, A from registers; the 8 extra B rows are E4M3
+//                      ones, so columns D..D+7 return P's row sums (no FADD chain, no shuffles)
+//   O = O * alpha + O_blk   FP32 promotion of the narrower FP8 wgmma accumulator, every block
+//   S_{n+1} = Q K^T    wgmma m64n128k32 s8, both operands from shared memory (K-major, swizzled)
+// Epilogue: O * v_scale[d] / l, stored in the caller's layout with row guards.
+//
+// Measured alternatives (docs/perf-notes.md): two consumer warpgroups with a producer warpgroup,
+// with and without ping-pong and intra-warpgroup overlap, were 8-25% slower: with one or two
+// warps per scheduler the softmax is latency-bound, and the overlap variants spill. A persistent
+// grid (tiles strided over resident CTAs, loads running ahead across tiles) lost 5-11%: thread 0's
+// tile bookkeeping in the hot loop delays warp 0, which the whole warpgroup waits for.
+#pragma once
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <cudaTypedefs.h>
+
+#include <cuda/ptx>
+#include <type_traits>
+
+#include "ac4k_kernel/types.h"
+#include "common/math.cuh"
+#include "common/utils.cuh"
+#include "sm90a/barrier.cuh"
+#include "sm90a/quantize_8bit.cuh"
+#include "sm90a/tma.cuh"
+#include "sm90a/wgmma.cuh"
+
+namespace ac4k {
+namespace sm90a {
+namespace {  // internal to each kernel file that includes this
+
+constexpr int kBlockM = 64;   // query rows per CTA: one warpgroup
+constexpr int kStages = 2;    // K / V^T blocks in flight: three CTAs per SM must fit in shared memory
+constexpr int kBlockN = 128;  // keys per step
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLog2P = 8.807354922057604f;  // log2(448): P in [0, 448] uses the E4M3 range
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// K-major 8-bit tile of D bytes per row as TMA writes it: 128-byte swizzle for D = 128, 64-byte
+// swizzle for D = 64 (a row must fit the swizzle span); 8-row groups are 8 * D bytes apart.
+template <int D>
+__device__ __forceinline__ uint64_t qk_desc(const void* tile) {
+  return make_smem_desc(tile, 16, 8 * D, D == 128 ? 1 : 2);
+}
+
+// S = Q K^T for one 128-key block: D/32 k-steps, the first one overwriting acc. The caller fences
+// (wgmma_fence_operand(acc) before, wgmma_fence() once per issue batch) and commits.
+// The QK^T operand format: INT8 (s32 scores) or FP8 E4M3 (f32 scores; Hopper's FP8 wgmma adds
+// the products at reduced precision, about 22 bits, like FlashAttention-3's FP8 path).
+template <typename Fmt>
+using QkAcc = std::conditional_t<std::is_same_v<Fmt, Fp8Format>, float, int32_t>;
+
+template <int D, typename Acc>
+__device__ __forceinline__ void issue_qk(Acc (&acc)[kBlockN / 2], uint64_t dq, const uint8_t* k_tile) {
+  const uint64_t dk = qk_desc<D>(k_tile);
+#pragma unroll
+  for (int k = 0; k < D / 32; ++k) {
+    if constexpr (std::is_same_v<Acc, float>) {
+      wgmma_e4m3_ss(acc, smem_desc_advance(dq, 32 * k), smem_desc_advance(dk, 32 * k), k > 0);
+    } else {
+      wgmma_s8_ss(acc, smem_desc_advance(dq, 32 * k), smem_desc_advance(dk, 32 * k), k > 0);
+    }
+  }
+}
+
+// Online softmax of one 128-key block, in the log2 domain. acc[i] holds the integer score of row
+// r = (i/2)%2 (row0 + 8r) and key key0 + 8(i/4) + i%2 (key0 = block start + 2*quad); c[i/32] is
+// q_scale * k_scale * sm_scale * log2(e) for its 64-key half. The row max is taken on the integers
+// (exact), so each score costs I2F + one FFMA (dequantize, subtract the max) + ex2; the row sums
+// come from the PV wgmma (add_block).
+// P is offset by log2(448) to use the E4M3 range and packed as the PV A fragments: the thread's
+// scores at columns 2q, 2q+1, 8+2q, 9+2q (+16) are the permuted V^T slots 4q..4q+3 (+16).
+// Masking of one block in 32-bit offsets: the thread's key offset 8(i/4) + i%2 is masked when it is
+// >= key_end (past Sk) or, for row r, > diag + 8r (causal; diag = row0 + Sk - Sq - key0, clamped).
+template <bool kMask, typename Acc>
+__device__ __forceinline__ void softmax_step(Acc (&acc)[kBlockN / 2], uint32_t (&pa)[kBlockN / 32][4],
+                                             const float (&c)[2], float (&m)[2], float (&alpha)[2],
+                                             int key_end, int diag) {
+  // INT8: |real scores| <= 127 * 127 * D < 2^22; FP8: finite (saturated operands).
+  constexpr Acc kMasked = std::is_same_v<Acc, float> ? Acc(-INFINITY) : Acc(INT32_MIN);
+  if (kMask) {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) {
+      const int key = 8 * (i / 4) + (i % 2);
+      if (key >= key_end || key > diag + 8 * ((i / 2) % 2)) acc[i] = kMasked;
+    }
+  }
+  Acc im[2][2] = {{kMasked, kMasked}, {kMasked, kMasked}};  // [row][half]
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) im[(i / 2) % 2][i / 32] = max(im[(i / 2) % 2][i / 32], acc[i]);
+  float mo[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = m[r];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      if (!kMask || im[r][hf] != kMasked) mx = fmaxf(mx, float(im[r][hf]) * c[hf]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_use = mx == -INFINITY ? 0.f : mx;  // fully masked so far: p = 0
+    alpha[r] = ex2(m[r] - m_use);
+    mo[r] = m_use - kLog2P;
+    m[r] = mx;
+  }
+  float pf[kBlockN / 2];
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) {
+    const int r = (i / 2) % 2;
+    float x = ex2(fmaf(float(acc[i]), c[i / 32], -mo[r]));
+    if (kMask && acc[i] == kMasked) x = 0.f;
+    pf[i] = x;
+  }
+#pragma unroll
+  for (int k = 0; k < kBlockN / 32; ++k) {
+    const int i = 16 * k;
+    pa[k][0] = e4m3x2(pf[i + 0], pf[i + 1]) | (e4m3x2(pf[i + 4], pf[i + 5]) << 16);
+    pa[k][1] = e4m3x2(pf[i + 2], pf[i + 3]) | (e4m3x2(pf[i + 6], pf[i + 7]) << 16);
+    pa[k][2] = e4m3x2(pf[i + 8], pf[i + 9]) | (e4m3x2(pf[i + 12], pf[i + 13]) << 16);
+    pa[k][3] = e4m3x2(pf[i + 10], pf[i + 11]) | (e4m3x2(pf[i + 14], pf[i + 15]) << 16);
+  }
+}
+
+template <int D>
+struct Smem {
+  static constexpr int kQ = kBlockM * D;
+  static constexpr int kK = kBlockN * D;
+  static constexpr int kVData = D * kBlockN;
+  static constexpr int kV = (D + 8) * kBlockN;
+  // No alignment slack: three CTAs must fit in the SM's 228 KB (the base is checked below).
+  static constexpr int kBytes = kQ + kStages * (kK + kV) + 64 /* barriers */;
+};
+
+// Byte offset of (row, 8-byte chunk ch) in a K-major 8-bit tile of D bytes per row, swizzled as TMA
+// writes K (128-byte swizzle: 16-byte unit ^= row % 8; 64-byte: unit ^= (row / 2) % 4).
+template <int D>
+__device__ __forceinline__ int swizzled_offset(int row, int ch) {
+  const int unit = D == 128 ? (ch >> 1) ^ (row & 7) : (ch >> 1) ^ ((row >> 1) & 3);
+  return row * D + unit * 16 + (ch & 1) * 8;
+}
+
+// Q of one warp (16 rows x D, 16-byte chunks): loaded first thing in the kernel, quantized once
+// the setup is done, so that the load latency overlaps the setup. Rows past Sq read as zeros.
+template <int D>
+struct QRows {
+  static constexpr int kChunks = D / 8;           // 16-byte chunks per row
+  static constexpr int kPer = 16 * kChunks / 32;  // chunks per lane
+  uint4 raw[kPer];
+
+  template <typename T>
+  __device__ __forceinline__ void load(const T* qb, int64_t stride_s, int64_t n_rows, int64_t row_first, int lane) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      const int64_t row = row_first + i / kChunks;
+      raw[j] = row < n_rows ? ldg_stream(qb + row * stride_s + (i % kChunks) * 8) : make_uint4(0, 0, 0, 0);
+    }
+  }
+
+  // -> Fmt (INT8 / E4M3) rows tile_row0.. of the swizzled Q tile; returns the scale amax / Fmt::kMax
+  // (bit-exact with quantize_int8 / quantize_fp8(q, "per_block", 16)).
+  template <typename T, typename Fmt>
+  __device__ __forceinline__ float quantize(uint8_t* sq, int tile_row0, int lane) const {
+    float x[kPer][8];
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      unpack8<T>(raw[j], x[j]);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, x[j][k]);
+    }
+    amax = group_max<32>(amax);
+    const float inv = recip_scale(Fmt::kMax, amax);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      *reinterpret_cast<uint2*>(sq + swizzled_offset<D>(tile_row0 + i / kChunks, i % kChunks)) =
+          pack8_uniform<Fmt>(x[j], inv);
+    }
+    return __fdiv_rn(amax, Fmt::kMax);
+  }
+};
+
+// QkFmt: Int8Format (mha_int8_x_fp8_fwd) or Fp8Format (mha_fp8_fwd), Q's and K's format.
+template <typename T, int D, typename QkFmt>
+__global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
+mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                      const Mha8bitParams p) {
+  extern __shared__ __align__(1024) uint8_t smem[];
+  // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
+  // window starts there on sm90 (no static shared memory in this kernel).
+  if ((static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u) != 0) __trap();
+  uint8_t* sq = smem;
+  uint8_t* sk = sq + Smem<D>::kQ;
+  uint8_t* sv = sk + kStages * Smem<D>::kK;
+  uint64_t* full = reinterpret_cast<uint64_t*>(sv + kStages * Smem<D>::kV);
+
+  const TokenView& qv = p.q_view;
+  const TokenView& kv = p.k_view;
+  const int m_blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int hkv = int(h / (qv.H / kv.H));
+  const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
+  // Causal (bottom-right aligned): query row i sees keys j <= i + Sk - Sq.
+  int n_blocks = n_blocks_all;
+  if (p.causal) {
+    const int64_t last_key = int64_t(m_blk + 1) * kBlockM - 1 + kv.S - qv.S;
+    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
+  }
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, quad = lane % 4;
+  QRows<D> qrows;
+  qrows.load(static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
+             int64_t(m_blk) * kBlockM + warp * 16, lane);
+
+  // The ones rows of every V^T stage (E4M3 1.0 = 0x38; the swizzle moves bytes only within a row).
+  for (int i = threadIdx.x; i < kStages * 8 * kBlockN / 16; i += blockDim.x) {
+    const int stage = i / (8 * kBlockN / 16), off = i % (8 * kBlockN / 16);
+    reinterpret_cast<uint4*>(sv + stage * Smem<D>::kV + Smem<D>::kVData)[off] =
+        make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
+  }
+  auto load_kv = [&](int n, int stage) {
+    mbar_arrive_expect_tx(full + stage, Smem<D>::kK + Smem<D>::kVData);
+    tma_load_4d(sk + stage * Smem<D>::kK, &tm_k, full + stage, 0, n * kBlockN, hkv, b);
+    tma_load_3d(sv + stage * Smem<D>::kV, &tm_v, full + stage, n * kBlockN, 0, b * int(kv.H) + hkv);
+  };
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) mbar_init(full + s, 1);
+    fence_barrier_init();
+    for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
+  }
+  // Q scale per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
+  const float q_scale = qrows.template quantize<T, QkFmt>(sq, warp * 16, lane);
+  fence_proxy_async_shared();  // generic-proxy writes (Q, ones rows) before the wgmma reads them
+  __syncthreads();
+
+  const int64_t row0 = int64_t(m_blk) * kBlockM + warp * 16 + lane / 4;  // and row0 + 8
+  const int n_kblk = int(ceil_div(kv.S, 64));
+  const float c_q = q_scale * p.sm_scale * kLog2e;
+  const float* k_scale = p.k_scale + (int64_t(b) * kv.H + hkv) * n_kblk;
+  const int64_t causal_shift = kv.S - qv.S;
+  const int64_t row_first = int64_t(m_blk) * kBlockM;
+
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  if (n_blocks > 0) {
+    const uint64_t dq = qk_desc<D>(sq);
+    QkAcc<QkFmt> acc[kBlockN / 2];
+    float ob[D / 2 + 4];
+    float c[2];
+    auto block_c = [&](int n) {
+      c[0] = c_q * k_scale[2 * n];
+      c[1] = 2 * n + 1 < n_kblk ? c_q * k_scale[2 * n + 1] : 0.f;
+    };
+    auto qk = [&](int stage) {
+      wgmma_fence_operand(acc);
+      wgmma_fence();
+      issue_qk<D>(acc, dq, sk + stage * Smem<D>::kK);
+      wgmma_commit();
+    };
+    int stage = 0;
+    uint32_t phase = 0;
+    mbar_wait(full, 0);
+    qk(0);
+    block_c(0);
+    wgmma_wait<0>();
+    wgmma_fence_operand(acc);
+    auto step = [&](int n, auto more) {
+      constexpr bool kMore = decltype(more)::value;
+      float alpha[2];
+      uint32_t pa[kBlockN / 32][4];
+      const bool need_mask = int64_t(n + 1) * kBlockN > kv.S ||
+                             (p.causal && int64_t(n + 1) * kBlockN - 1 > row_first + causal_shift);
+      if (need_mask) {
+        const int64_t key0 = int64_t(n) * kBlockN + 2 * quad;
+        const int key_end = int(min(kv.S - key0, int64_t(kBlockN)));
+        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(kBlockN)), int64_t(-kBlockN))) : kBlockN;
+        softmax_step<true>(acc, pa, c, m, alpha, key_end, diag);
+      } else {
+        softmax_step<false>(acc, pa, c, m, alpha, 0, 0);
+      }
+      const uint64_t dv = make_smem_desc_kmajor_sw128(sv + stage * Smem<D>::kV);
+      wgmma_fence_operand(ob);
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < kBlockN / 32; ++k) wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * k), k > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operand(ob);
+      if (tid == 0 && n + kStages < n_blocks) load_kv(n + kStages, stage);  // the stage is free
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
+      l[0] = fmaf(l[0], alpha[0], ob[D / 2]);
+      l[1] = fmaf(l[1], alpha[1], ob[D / 2 + 2]);
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1u;
+      }
+      if (kMore) {
+        mbar_wait(full + stage, phase);
+        qk(stage);
+        block_c(n + 1);
+        wgmma_wait<0>();
+        wgmma_fence_operand(acc);
+      }
+    };
+    for (int n = 0; n + 1 < n_blocks; ++n) step(n, std::true_type{});
+    step(n_blocks - 1, std::false_type{});
+  }
+
+  // Epilogue: O * v_scale / l, stores in the caller's layout.
+  // The thread's channels 8j + 2q, +1: one 8-byte load each, shared by its two rows.
+  const float2* v_scale = reinterpret_cast<const float2*>(p.v_scale + (int64_t(b) * kv.H + hkv) * D) + quad;
+  float2 vs[D / 8];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) vs[j] = v_scale[4 * j];
+  const TokenView& ov = p.o_view;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = row0 + 8 * r;
+    if (row >= qv.S) continue;
+    const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    const int64_t base = b * ov.stride_b + row * ov.stride_s + h * ov.stride_h;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int d = 8 * j + 2 * quad;
+      const float x0 = o[4 * j + 2 * r] * inv_l * vs[j].x;
+      const float x1 = o[4 * j + 2 * r + 1] * inv_l * vs[j].y;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(p.o) + base + d) = __floats2bfloat162_rn(x0, x1);
+      } else {
+        *reinterpret_cast<__half2*>(static_cast<T*>(p.o) + base + d) = __floats2half2_rn(x0, x1);
+      }
+    }
+    if (p.lse != nullptr && quad == 0) {
+      // Natural-log LSE of the (smoothed-K) scores: p carries a factor 448 = 2^kLog2P.
+      p.lse[(int64_t(b) * qv.H + h) * qv.S + row] =
+          l[r] > 0.f ? (m[r] + __log2f(l[r]) - kLog2P) / kLog2e : -INFINITY;
+    }
+  }
+}
+
+template <typename T, int D, typename QkFmt>
+cudaError_t launch(const Mha8bitParams& p, cudaStream_t stream) {
+  // K as [B, S, H, D] int8 (any strides; D contiguous): box of 128 keys x D of one head.
+  CUtensorMap tk, tv;
+  const TokenView& kv = p.k_view;
+  const int64_t k_dims[4] = {kv.D, kv.S, kv.H, kv.B};
+  const int64_t k_strides[4] = {1, kv.stride_s, kv.stride_h, kv.stride_b};
+  const uint32_t k_box[4] = {uint32_t(D), kBlockN, 1, 1};
+  cudaError_t err = encode_tensor_map(&tk, p.k, ScalarType::UInt8, 4, k_dims, k_strides, k_box,
+                                      D == 128 ? TmaSwizzle::B128 : TmaSwizzle::B64);
+  if (err == cudaSuccess) {
+    const int64_t dims[3] = {p.sk_pad, D, p.k_view.B * p.k_view.H};
+    const int64_t strides[3] = {1, p.sk_pad, D * p.sk_pad};
+    const uint32_t box[3] = {kBlockN, D, 1};
+    err = encode_tensor_map(&tv, p.vt, ScalarType::UInt8, 3, dims, strides, box, TmaSwizzle::B128);
+  }
+  if (err != cudaSuccess) return err;
+  const int smem = Smem<D>::kBytes;
+  err = cudaFuncSetAttribute(mha_8bit_kernel<T, D, QkFmt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
+  mha_8bit_kernel<T, D, QkFmt><<<grid, 128, smem, stream>>>(tk, tv, p);
+  return last_launch_error();
+}
+
+template <typename QkFmt>
+cudaError_t mha_8bit_fwd(const Mha8bitParams& p, cudaStream_t stream) {
+  const TokenView &q = p.q_view, &k = p.k_view;
+  const bool bf16 = p.q_dtype == ScalarType::BFloat16;
+  if (q.D != k.D || (q.D != 64 && q.D != 128) || k.H == 0 || q.H % k.H != 0 || p.sk_pad % 128 != 0 ||
+      p.sk_pad < k.S || (!bf16 && p.q_dtype != ScalarType::Float16) || !is_aligned(p.q, 16) ||
+      q.stride_b % 8 || q.stride_s % 8 || q.stride_h % 8)
+    return cudaErrorNotSupported;
+  if (q.B * q.H * q.S == 0) return cudaSuccess;
+  if (q.B > 65535 || q.H > 65535) return cudaErrorNotSupported;
+  if (q.D == 128) return bf16 ? launch<__nv_bfloat16, 128, QkFmt>(p, stream) : launch<__half, 128, QkFmt>(p, stream);
+  return bf16 ? launch<__nv_bfloat16, 64, QkFmt>(p, stream) : launch<__half, 64, QkFmt>(p, stream);
+}
+
+}  // namespace
+}  // namespace sm90a
+}  // namespace ac4k
+
