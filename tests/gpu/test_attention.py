@@ -47,6 +47,8 @@ def _unpermute_vt(vt, S):
 PRECISIONS = ["int8+fp8e4m3", "fp8e4m3"]
 REF = {"int8+fp8e4m3": ref.attention_int8_fp8, "fp8e4m3": ref.attention_fp8}
 K_QUANT = {"int8": ref.quantize_int8, "fp8e4m3": ref.quantize_fp8}
+# Against exact attention on the small shapes below (few keys: noisier than the S = 8192 bars).
+EXACT_BOUNDS = {"int8+fp8e4m3": (0.998, 0.05), "fp8e4m3": (0.997, 0.07)}
 
 
 def _check_kv(k, v, layout, k_precision="int8"):
@@ -56,7 +58,12 @@ def _check_kv(k, v, layout, k_precision="int8"):
     tok = 1 if layout == "BNHD" else 2
     torch.testing.assert_close(km, k.float().mean(dim=tok), rtol=1e-5, atol=1e-6)
     want_k = K_QUANT[k_precision]((k.float() - km.unsqueeze(tok)).cpu(), "per_block", 64, layout)
-    assert torch.equal(_bits(k8.cpu()), _bits(want_k.values)) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
+    got_k, want_kb = _bits(k8.cpu()), _bits(want_k.values)
+    if k_precision == "fp8e4m3":  # 0 * inf (tiny blocks) is NaN in both; its sign bit is not defined
+        nan = torch.isnan(k8.cpu().float())
+        assert torch.equal(nan, torch.isnan(want_k.values.float()))
+        got_k, want_kb = got_k[~nan], want_kb[~nan]
+    assert torch.equal(got_k, want_kb) and torch.equal(_bits(ks.cpu()), _bits(want_k.scales))
     want_v = ref.quantize_fp8(v.cpu(), "per_channel", layout=layout)
     assert torch.equal(_bits(vs.cpu()), _bits(want_v.scales))
     vals = want_v.values if layout == "BHND" else want_v.values.transpose(1, 2)  # [B, H, S, D]
@@ -138,7 +145,8 @@ def test_attention_matches_recipe_reference(B, Sq, Sk, Hq, Hkv, D, layout, causa
     assert torch.equal(finite, torch.isfinite(lse))
     torch.testing.assert_close(lse[finite], want_lse[finite].float(), rtol=0, atol=0.05)
     exact = ref.attention_exact(q, k, v, layout=layout, causal=causal)
-    assert _cos(o, exact) >= 0.998 and _rel_l1(o, exact) <= 0.05
+    min_cos, max_rel = EXACT_BOUNDS[precision]
+    assert _cos(o, exact) >= min_cos and _rel_l1(o, exact) <= max_rel, (_cos(o, exact), _rel_l1(o, exact))
 
 
 @pytest.mark.parametrize("precision,min_cos,max_rel", [("int8+fp8e4m3", 0.999, 0.04), ("fp8e4m3", 0.998, 0.06)])
