@@ -101,26 +101,18 @@ __device__ __forceinline__ void wgmma_fence_operand(int32_t (&d)[K]) {
 #define AC4K_OPS68(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), c(d[64]), c(d[65]), c(d[66]), c(d[67])
 #define AC4K_SETP(i) "{\n.reg .pred p;\nsetp.ne.b32 p, " i ", 0;\n"
 
-// D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, int8 x int8 -> int32; A and B K-major in smem.
-#define AC4K_WGMMA_S8_SS(NREG, N, A, B, S)                                                   \
-  __device__ __forceinline__ void wgmma_s8_ss(int32_t (&d)[NREG], uint64_t a_desc,           \
-                                              uint64_t b_desc, bool accumulate) {            \
-    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k32.s32.s8.s8 "       \
-                 AC4K_D##NREG ", " A ", " B ", p;\n}"                                       \
-                 : AC4K_OPS##NREG("+r", d)                                                   \
-                 : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)));                     \
+// D[64 x N] (+)= A[64 x 32] . B[N x 32]^T from 8-bit A and B, both K-major in smem: int8 x int8 ->
+// int32 (wgmma_s8_ss) or e4m3 x e4m3 -> f32 (wgmma_e4m3_ss; TAIL: its scale-a / scale-b immediates).
+#define AC4K_WGMMA_8BIT_SS(FN, T, C, TYPES, TAIL, NREG, N, A, B, S)                           \
+  __device__ __forceinline__ void FN(T (&d)[NREG], uint64_t a_desc, uint64_t b_desc,          \
+                                     bool accumulate) {                                       \
+    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k32." TYPES " "         \
+                 AC4K_D##NREG ", " A ", " B ", p" TAIL ";\n}"                                 \
+                 : AC4K_OPS##NREG(C, d)                                                       \
+                 : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)));                      \
   }
-AC4K_WGMMA_S8_SS(64, 128, "%64", "%65", "%66")
-// D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, e4m3 x e4m3 -> f32; A and B K-major in smem.
-#define AC4K_WGMMA_E4M3_SS(NREG, N, A, B, S)                                                 \
-  __device__ __forceinline__ void wgmma_e4m3_ss(float (&d)[NREG], uint64_t a_desc,           \
-                                                uint64_t b_desc, bool accumulate) {          \
-    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 "   \
-                 AC4K_D##NREG ", " A ", " B ", p, 1, 1;\n}"                                 \
-                 : AC4K_OPS##NREG("+f", d)                                                   \
-                 : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)));                     \
-  }
-AC4K_WGMMA_E4M3_SS(64, 128, "%64", "%65", "%66")
+AC4K_WGMMA_8BIT_SS(wgmma_s8_ss, int32_t, "+r", "s32.s8.s8", "", 64, 128, "%64", "%65", "%66")
+AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 64, 128, "%64", "%65", "%66")
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, e4m3 x e4m3 -> f32; A in registers (4 words), B
 // K-major in smem. 8-bit wgmma has no transpose: B must be K-major (V^T for P.V).
@@ -137,8 +129,7 @@ AC4K_WGMMA_E4M3_RS(36, 72, "{%36, %37, %38, %39}", "%40", "%41")
 AC4K_WGMMA_E4M3_RS(68, 136, "{%68, %69, %70, %71}", "%72", "%73")
 
 #undef AC4K_WGMMA_E4M3_RS
-#undef AC4K_WGMMA_S8_SS
-#undef AC4K_WGMMA_E4M3_SS
+#undef AC4K_WGMMA_8BIT_SS
 #undef AC4K_SETP
 #undef AC4K_OPS68
 #undef AC4K_OPS36
