@@ -1,23 +1,25 @@
 // The 8-bit attention kernels for sm90a: QK^T on INT8 (mha_int8_x_fp8_fwd, the SageAttention2
 // recipe, ac4k_kernel.reference.attention_int8_fp8) or FP8 E4M3 tensor cores (mha_fp8_fwd,
-// reference.attention_fp8), PV on FP8 tensor cores; the two differ only in Q and K's format. Inputs come from
-// quantize_attention_kv.cu (layouts in types.h); Q comes in bf16 / fp16 and is quantized here.
+// reference.attention_fp8), PV on FP8 tensor cores; the two differ only in Q and K's format.
+// Inputs come from quantize_attention_kv.cu (layouts in types.h); Q comes in bf16 / fp16 and is
+// quantized here. Included by the two ops' files, each instantiating its format.
 //
 // One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
 // stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
 // interleave their softmax and tensor-core phases by themselves. Thread 0 issues the TMA loads of
 // K / V^T, two 128-key blocks ahead on mbarriers, refilling a stage once its PV is done. Meanwhile
-// each warp quantizes its 16 query rows to INT8 (one scale per warp: the recipe's 16-token Q
+// each warp quantizes its 16 query rows to INT8 / E4M3 (one scale per warp: the 16-token Q
 // blocks) straight into the swizzled tile the QK wgmma reads: Q never makes an INT8 round trip
 // through memory, which saves the separate pass (a third of the input quantization's bytes).
 // Per key block n, serially:
-//   softmax(S_n)       FP32 online softmax in the log2 domain: row max on the integer scores,
+//   softmax(S_n)       FP32 online softmax in the log2 domain: row max on the raw scores,
 //                      dequantization and max subtraction in one FFMA, ex2, P to E4M3 offset by
 //                      log2(448); the thread's scores are the PV A fragment (permuted V^T layout)
 //   O_blk = P V        wgmma m64n(D+8)k32 e4m3, A from registers; the 8 extra B rows are E4M3
 //                      ones, so columns D..D+7 return P's row sums (no FADD chain, no shuffles)
 //   O = O * alpha + O_blk   FP32 promotion of the narrower FP8 wgmma accumulator, every block
-//   S_{n+1} = Q K^T    wgmma m64n128k32 s8, both operands from shared memory (K-major, swizzled)
+//   S_{n+1} = Q K^T    wgmma m64n128k32 s8 / e4m3, both operands from shared memory (K-major,
+//                      swizzled); FP8's adds the products at reduced precision (about 22 bits)
 // Epilogue: O * v_scale[d] / l, stored in the caller's layout with row guards.
 //
 // Measured alternatives (docs/perf-notes.md): two consumer warpgroups with a producer warpgroup,
@@ -64,13 +66,12 @@ __device__ __forceinline__ uint64_t qk_desc(const void* tile) {
   return make_smem_desc(tile, 16, 8 * D, D == 128 ? 1 : 2);
 }
 
-// S = Q K^T for one 128-key block: D/32 k-steps, the first one overwriting acc. The caller fences
-// (wgmma_fence_operand(acc) before, wgmma_fence() once per issue batch) and commits.
-// The QK^T operand format: INT8 (s32 scores) or FP8 E4M3 (f32 scores; Hopper's FP8 wgmma adds
-// the products at reduced precision, about 22 bits, like FlashAttention-3's FP8 path).
+// Scores of the QK^T operand format: INT8 -> s32, FP8 E4M3 -> f32.
 template <typename Fmt>
 using QkAcc = std::conditional_t<std::is_same_v<Fmt, Fp8Format>, float, int32_t>;
 
+// S = Q K^T for one 128-key block: D/32 k-steps, the first one overwriting acc. The caller fences
+// (wgmma_fence_operand(acc) before, wgmma_fence() once per issue batch) and commits.
 template <int D, typename Acc>
 __device__ __forceinline__ void issue_qk(Acc (&acc)[kBlockN / 2], uint64_t dq, const uint8_t* k_tile) {
   const uint64_t dk = qk_desc<D>(k_tile);
@@ -84,10 +85,10 @@ __device__ __forceinline__ void issue_qk(Acc (&acc)[kBlockN / 2], uint64_t dq, c
   }
 }
 
-// Online softmax of one 128-key block, in the log2 domain. acc[i] holds the integer score of row
+// Online softmax of one 128-key block, in the log2 domain. acc[i] holds the raw score of row
 // r = (i/2)%2 (row0 + 8r) and key key0 + 8(i/4) + i%2 (key0 = block start + 2*quad); c[i/32] is
-// q_scale * k_scale * sm_scale * log2(e) for its 64-key half. The row max is taken on the integers
-// (exact), so each score costs I2F + one FFMA (dequantize, subtract the max) + ex2; the row sums
+// q_scale * k_scale * sm_scale * log2(e) for its 64-key half. The row max is taken on the raw
+// scores (exact), so each score costs (I2F +) one FFMA (dequantize, subtract the max) + ex2; the row sums
 // come from the PV wgmma (add_block).
 // P is offset by log2(448) to use the E4M3 range and packed as the PV A fragments: the thread's
 // scores at columns 2q, 2q+1, 8+2q, 9+2q (+16) are the permuted V^T slots 4q..4q+3 (+16).
@@ -206,7 +207,7 @@ struct QRows {
 template <typename T, int D, typename QkFmt>
 __global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
 mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
-                      const Mha8bitParams p) {
+                const Mha8bitParams p) {
   extern __shared__ __align__(1024) uint8_t smem[];
   // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
   // window starts there on sm90 (no static shared memory in this kernel).
@@ -365,7 +366,7 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
 
 template <typename T, int D, typename QkFmt>
 cudaError_t launch(const Mha8bitParams& p, cudaStream_t stream) {
-  // K as [B, S, H, D] int8 (any strides; D contiguous): box of 128 keys x D of one head.
+  // K as [B, S, H, D] 8-bit (any strides; D contiguous): box of 128 keys x D of one head.
   CUtensorMap tk, tv;
   const TokenView& kv = p.k_view;
   const int64_t k_dims[4] = {kv.D, kv.S, kv.H, kv.B};
