@@ -66,7 +66,8 @@ def _register() -> None:
             B, D = k.shape[0], k.shape[3]
             Sk, Hkv = (k.shape[1], k.shape[2]) if layout == "BNHD" else (k.shape[2], k.shape[1])
             f32 = dict(dtype=torch.float32)
-            return [k.new_empty(k.shape, dtype=torch.int8 if k_precision == "int8" else torch.float8_e4m3fn), k.new_empty((B, Hkv, (Sk + 63) // 64), **f32),
+            k_dtype = torch.int8 if k_precision == "int8" else torch.float8_e4m3fn
+            return [k.new_empty(k.shape, dtype=k_dtype), k.new_empty((B, Hkv, (Sk + 63) // 64), **f32),
                     k.new_empty((B, Hkv, D), **f32),
                     v.new_empty((B, Hkv, D, (Sk + 127) // 128 * 128), dtype=torch.float8_e4m3fn),
                     v.new_empty((B, Hkv, D), **f32)]
