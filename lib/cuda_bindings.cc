@@ -481,6 +481,10 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
               c10::toString(q.scalar_type()), ", got ", c10::toString(out.scalar_type()));
   TORCH_CHECK(out.sizes() == q.sizes() && out.stride(-1) == 1, "ac4k::", op, ": out must have q's shape ",
               shape_str(q.sizes()), " and a contiguous last dim");
+  // The kernel stores 16-byte row chunks.
+  bool out_aligned = reinterpret_cast<uintptr_t>(out.data_ptr()) % 16 == 0;
+  for (int d = 0; d < 3; ++d) out_aligned = out_aligned && (out.size(d) == 1 || out.stride(d) % 8 == 0);
+  TORCH_CHECK(out_aligned, "ac4k::", op, ": out must be 16-byte aligned with strides a multiple of 8 elements");
   at::Tensor lse = return_lse ? at::empty({qv.B, qv.H, qv.S}, k_scale.options()) : at::empty({0}, k_scale.options());
 
   c10::cuda::CUDAGuard guard(q.device());

@@ -216,6 +216,14 @@ def test_attention_op_errors():
     misaligned = torch.randn(q.numel() + 4, device="cuda", dtype=q.dtype)[4:].view(q.shape)  # 8-byte offset
     with pytest.raises(RuntimeError, match="16-byte aligned"):
         mha(misaligned, k8, ks, vt, vs, "BNHD", False, 0.1, False)
+    with pytest.raises(RuntimeError, match="out must be 16-byte aligned"):
+        torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, ks, vt, vs, "BNHD", False, 0.1, False, misaligned)
+    padded = torch.full((1, 200, 4, 136), float("nan"), device="cuda", dtype=q.dtype)[..., :128]  # strides % 8 == 0
+    torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, ks, vt, vs, "BNHD", False, 0.1, False, padded)
+    assert torch.equal(padded, mha(q, k8, ks, vt, vs, "BNHD", False, 0.1, False)[0])
+    with pytest.raises(RuntimeError, match="out must be 16-byte aligned"):  # head stride 130
+        torch.ops.ac4k.mha_int8_x_fp8_fwd_out(q, k8, ks, vt, vs, "BNHD", False, 0.1, False,
+                                              torch.empty(1, 200, 4, 130, device="cuda", dtype=q.dtype)[..., :128])
     with pytest.raises(RuntimeError, match="16-byte aligned"):
         torch.ops.ac4k.quantize_attention_kv(misaligned[:, :, :2], v, "BNHD")
     with pytest.raises(RuntimeError, match="same shape"):

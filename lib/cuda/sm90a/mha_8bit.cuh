@@ -20,7 +20,8 @@
 //   O = O * alpha + O_blk   FP32 promotion of the narrower FP8 wgmma accumulator, every block
 //   S_{n+1} = Q K^T    wgmma m64n128k32 s8 / e4m3, both operands from shared memory (K-major,
 //                      swizzled); FP8's adds the products at reduced precision (about 22 bits)
-// Epilogue: O * v_scale[d] / l, stored in the caller's layout with row guards.
+// Epilogue: O * v_scale[d] / l, staged in shared memory, stored in the caller's layout as 16-byte
+// row chunks with row guards.
 //
 // Measured alternatives (docs/perf-notes.md): two consumer warpgroups with a producer warpgroup,
 // with and without ping-pong and intra-warpgroup overlap, were 8-25% slower: with one or two
@@ -37,6 +38,7 @@
 
 #include "ac4k_kernel/types.h"
 #include "common/math.cuh"
+#include "common/rope.cuh"  // pack2
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
 #include "sm90a/quantize_8bit.cuh"
@@ -339,24 +341,43 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) vs[j] = v_scale[4 * j];
   const TokenView& ov = p.o_view;
+  // O is staged in shared memory (the K stages, free now: every wgmma and TMA load has completed),
+  // then stored as 16-byte row chunks (the 4-byte fragment stores were ~10% of the 512-key
+  // cross-attention). Rows padded by 16 bytes: the 8 rows a fragment store writes fall in
+  // distinct banks. Each warp reads back only its own 16 rows.
+  constexpr int kPitch = D * 2 + 16;  // bytes
+  static_assert(kBlockM * kPitch <= kStages * Smem<D>::kK, "O tile fits the K stages");
+  uint8_t* so = sk;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int64_t row = row0 + 8 * r;
-    if (row >= qv.S) continue;
     const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
-    const int64_t base = b * ov.stride_b + row * ov.stride_s + h * ov.stride_h;
+    uint8_t* srow = so + (warp * 16 + lane / 4 + 8 * r) * kPitch;
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) {
       const int d = 8 * j + 2 * quad;
       const float x0 = o[4 * j + 2 * r] * inv_l * vs[j].x;
       const float x1 = o[4 * j + 2 * r + 1] * inv_l * vs[j].y;
-      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        *reinterpret_cast<__nv_bfloat162*>(static_cast<T*>(p.o) + base + d) = __floats2bfloat162_rn(x0, x1);
-      } else {
-        *reinterpret_cast<__half2*>(static_cast<T*>(p.o) + base + d) = __floats2half2_rn(x0, x1);
-      }
+      *reinterpret_cast<uint32_t*>(srow + 2 * d) = pack2<T>(x0, x1);
     }
-    if (p.lse != nullptr && quad == 0) {
+  }
+  __syncwarp();
+  constexpr int kChunks = D / 8;  // 16-byte chunks a row
+  // Opaque copies: else the row addresses below are computed before the main loop and spilled.
+  int mb = m_blk, hh = h, bb = b, ln = lane, wp = warp;
+  asm volatile("" : "+r"(mb), "+r"(hh), "+r"(bb), "+r"(ln), "+r"(wp));
+  T* obase = static_cast<T*>(p.o) + bb * ov.stride_b + hh * ov.stride_h;
+#pragma unroll
+  for (int k = 0; k < 16 * kChunks / 32; ++k) {
+    const int i = ln + 32 * k, rr = wp * 16 + i / kChunks, c = i % kChunks;
+    const int64_t row = int64_t(mb) * kBlockM + rr;
+    if (row < qv.S)
+      *reinterpret_cast<uint4*>(obase + row * ov.stride_s + 8 * c) = *reinterpret_cast<const uint4*>(so + rr * kPitch + 16 * c);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = row0 + 8 * r;
+    if (p.lse != nullptr && quad == 0 && row < qv.S) {
       // Natural-log LSE of the (smoothed-K) scores: p carries a factor 448 = 2^kLog2P.
       p.lse[(int64_t(b) * qv.H + h) * qv.S + row] =
           l[r] > 0.f ? (m[r] + __log2f(l[r]) - kLog2P) / kLog2e : -INFINITY;
@@ -395,7 +416,8 @@ cudaError_t mha_8bit_fwd(const Mha8bitParams& p, cudaStream_t stream) {
   const bool bf16 = p.q_dtype == ScalarType::BFloat16;
   if (q.D != k.D || (q.D != 64 && q.D != 128) || k.H == 0 || q.H % k.H != 0 || p.sk_pad % 128 != 0 ||
       p.sk_pad < k.S || (!bf16 && p.q_dtype != ScalarType::Float16) || !is_aligned(p.q, 16) ||
-      q.stride_b % 8 || q.stride_s % 8 || q.stride_h % 8)
+      q.stride_b % 8 || q.stride_s % 8 || q.stride_h % 8 || !is_aligned(p.o, 16) || p.o_view.stride_b % 8 ||
+      p.o_view.stride_s % 8 || p.o_view.stride_h % 8)
     return cudaErrorNotSupported;
   if (q.B * q.H * q.S == 0) return cudaSuccess;
   if (q.B > 65535 || q.H > 65535) return cudaErrorNotSupported;
