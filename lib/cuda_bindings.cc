@@ -377,6 +377,15 @@ at::Tensor rope_freqs(ac4k::RopeFreqs& p, const at::Tensor& x, int64_t B, int64_
 
 // ------------------------------------------------------------------------------ attention (int8 x fp8)
 
+// The kernels' 16-byte vectors (rope3d, the attention output): data pointer and B / S / H strides of [B, S, H, D] (a dim of size
+// one never moves, whatever its stride).
+bool rows_16b_aligned(const at::Tensor& t) {
+  bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  for (int d = 0; d < 3; ++d) ok = ok && (t.size(d) == 1 || t.stride(d) % 8 == 0);
+  return ok;
+}
+
+
 void check_attention_input(const at::Tensor& t, const char* op, const char* name, const at::Tensor& q) {
   check_half_input(t, op, name);
   TORCH_CHECK(t.dim() == 4, "ac4k::", op, ": ", name, " must be 4-D ([B, S, H, D] for BNHD, [B, H, S, D] for BHND), got ",
@@ -481,10 +490,8 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
               c10::toString(q.scalar_type()), ", got ", c10::toString(out.scalar_type()));
   TORCH_CHECK(out.sizes() == q.sizes() && out.stride(-1) == 1, "ac4k::", op, ": out must have q's shape ",
               shape_str(q.sizes()), " and a contiguous last dim");
-  // The kernel stores 16-byte row chunks.
-  bool out_aligned = reinterpret_cast<uintptr_t>(out.data_ptr()) % 16 == 0;
-  for (int d = 0; d < 3; ++d) out_aligned = out_aligned && (out.size(d) == 1 || out.stride(d) % 8 == 0);
-  TORCH_CHECK(out_aligned, "ac4k::", op, ": out must be 16-byte aligned with strides a multiple of 8 elements");
+  TORCH_CHECK(rows_16b_aligned(out), "ac4k::", op,  // the kernel stores 16-byte row chunks
+              ": out must be 16-byte aligned with strides a multiple of 8 elements");
   at::Tensor lse = return_lse ? at::empty({qv.B, qv.H, qv.S}, k_scale.options()) : at::empty({0}, k_scale.options());
 
   c10::cuda::CUDAGuard guard(q.device());
@@ -523,14 +530,6 @@ std::tuple<at::Tensor, at::Tensor> mha_8bit_fwd(const at::Tensor& q, const at::T
 }
 
 // ------------------------------------------------------------------------------ rope3d
-
-// The kernel's 16-byte vectors: data pointer and B / S / H strides of [B, S, H, D] (a dim of size
-// one never moves, whatever its stride).
-bool rows_16b_aligned(const at::Tensor& t) {
-  bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
-  for (int d = 0; d < 3; ++d) ok = ok && (t.size(d) == 1 || t.stride(d) % 8 == 0);
-  return ok;
-}
 
 // token_view of a [B, S, H, D] tensor, with the stride of a dim of size one set to 0.
 ac4k::TokenView rope_view(const at::Tensor& t, const char* op, const char* name) {

@@ -129,7 +129,7 @@ struct QuantizeAttentionKvParams {
 struct Mha8bitParams {
   const void* q = nullptr;     // TokenView q_view, bf16 / fp16 (q_dtype, also the output's dtype)
   ScalarType q_dtype = ScalarType::BFloat16;
-  const int8_t* k = nullptr;   // TokenView k_view (int8, smoothed)
+  const int8_t* k = nullptr;   // TokenView k_view (smoothed; INT8, or E4M3 bytes for mha_fp8_fwd)
   const uint8_t* vt = nullptr; // [B, Hkv, D, sk_pad]
   const float* k_scale = nullptr;
   const float* v_scale = nullptr;

@@ -14,19 +14,6 @@
 
 namespace ac4k {
 
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float a, float b);
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
-  const __half2 v = __floats2half2_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 // (a + ib)(c + is) with c = m.x + m.z, s = m.y + m.w (hi, lo parts). Explicit _rn intrinsics:
 // contracting a product into the next add would break the error recovery.
 template <typename T>

@@ -18,6 +18,12 @@ inline bool is_aligned(const void* p, uintptr_t bytes) {
   return (reinterpret_cast<uintptr_t>(p) % bytes) == 0;
 }
 
+// Rows of a 16-bit [B, S, H, D] view readable / writable as 16-byte vectors: data 16-byte aligned,
+// B / S / H strides multiples of 8 elements.
+inline bool rows_aligned_16b(const void* p, const TokenView& t) {
+  return is_aligned(p, 16) && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 && t.stride_h % 8 == 0;
+}
+
 // Element offset of row r in a RowView. ndim == 1 is the common, division-free case.
 __device__ __forceinline__ int64_t row_offset(const RowView& v, int64_t r) {
   if (v.ndim == 1) return r * v.stride[0];

@@ -38,7 +38,6 @@
 
 #include "ac4k_kernel/types.h"
 #include "common/math.cuh"
-#include "common/rope.cuh"  // pack2
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
 #include "sm90a/quantize_8bit.cuh"
@@ -350,7 +349,6 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
   uint8_t* so = sk;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int64_t row = row0 + 8 * r;
     const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
     uint8_t* srow = so + (warp * 16 + lane / 4 + 8 * r) * kPitch;
 #pragma unroll
@@ -415,9 +413,8 @@ cudaError_t mha_8bit_fwd(const Mha8bitParams& p, cudaStream_t stream) {
   const TokenView &q = p.q_view, &k = p.k_view;
   const bool bf16 = p.q_dtype == ScalarType::BFloat16;
   if (q.D != k.D || (q.D != 64 && q.D != 128) || k.H == 0 || q.H % k.H != 0 || p.sk_pad % 128 != 0 ||
-      p.sk_pad < k.S || (!bf16 && p.q_dtype != ScalarType::Float16) || !is_aligned(p.q, 16) ||
-      q.stride_b % 8 || q.stride_s % 8 || q.stride_h % 8 || !is_aligned(p.o, 16) || p.o_view.stride_b % 8 ||
-      p.o_view.stride_s % 8 || p.o_view.stride_h % 8)
+      p.sk_pad < k.S || (!bf16 && p.q_dtype != ScalarType::Float16) || !rows_aligned_16b(p.q, q) ||
+      !rows_aligned_16b(p.o, p.o_view))
     return cudaErrorNotSupported;
   if (q.B * q.H * q.S == 0) return cudaSuccess;
   if (q.B > 65535 || q.H > 65535) return cudaErrorNotSupported;

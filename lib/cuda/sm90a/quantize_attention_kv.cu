@@ -415,11 +415,8 @@ cudaError_t quantize_attention_kv(const QuantizeAttentionKvParams& p, cudaStream
   const TokenView &kv = p.kv, &vv = p.vv;
   if (kv.B * kv.H == 0) return cudaSuccess;
   const bool bf16 = p.dtype == ScalarType::BFloat16;
-  auto aligned = [](const void* x, const TokenView& t) {
-    return is_aligned(x, 16) && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 && t.stride_h % 8 == 0;
-  };
   if ((kv.D != 64 && kv.D != 128) || vv.D != kv.D || vv.S != kv.S || vv.H != kv.H || vv.B != kv.B || kv.S < 1 ||
-      p.s_pad % 128 != 0 || p.s_pad < kv.S || p.s_pad - kv.S >= 128 || !aligned(p.k, kv) || !aligned(p.v, vv) ||
+      p.s_pad % 128 != 0 || p.s_pad < kv.S || p.s_pad - kv.S >= 128 || !rows_aligned_16b(p.k, kv) || !rows_aligned_16b(p.v, vv) ||
       !is_aligned(p.k8, 8) || p.k8v.stride_b % 8 || p.k8v.stride_s % 8 || p.k8v.stride_h % 8 ||
       (!bf16 && p.dtype != ScalarType::Float16))
     return cudaErrorNotSupported;

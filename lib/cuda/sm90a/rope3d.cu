@@ -130,9 +130,7 @@ cudaError_t rope3d(const Rope3dParams& p, cudaStream_t stream) {
   const TokenView &xv = p.xv, &ov = p.ov;
   if (xv.D % 8 != 0 || xv.D < 8 || ov.B != xv.B || ov.S != xv.S || ov.H != xv.H || ov.D != xv.D)
     return cudaErrorNotSupported;
-  if (!is_aligned(p.x, 16) || !is_aligned(p.out, 16) || xv.stride_b % 8 || xv.stride_s % 8 || xv.stride_h % 8 ||
-      ov.stride_b % 8 || ov.stride_s % 8 || ov.stride_h % 8)
-    return cudaErrorNotSupported;
+  if (!rows_aligned_16b(p.x, xv) || !rows_aligned_16b(p.out, ov)) return cudaErrorNotSupported;
   switch (p.dtype) {
     case ScalarType::BFloat16: return sm90a::launch<__nv_bfloat16>(p, stream);
     case ScalarType::Float16: return sm90a::launch<__half>(p, stream);
