@@ -42,5 +42,15 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
   cuda::ptx::fence_proxy_async(cuda::ptx::space_shared);
 }
 
+// ---- named barriers (bar.sync / bar.arrive; CCCL has no wrapper) ----
+// id 0 is __syncthreads(); ids 1..15 are free. `threads` counts every participant (a multiple of
+// 32): bar_sync waits for them all, bar_arrive signals without waiting (producer / consumer order).
+__device__ __forceinline__ void named_bar_sync(uint32_t id, uint32_t threads) {
+  asm volatile("bar.sync %0, %1;" : : "r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(uint32_t id, uint32_t threads) {
+  asm volatile("bar.arrive %0, %1;" : : "r"(id), "r"(threads) : "memory");
+}
+
 }  // namespace sm90a
 }  // namespace ac4k
