@@ -1,6 +1,6 @@
 """One benchmark runner: each ac4k op against what a user would call instead, in one run.
 
-    python bench/run.py [--only quantize] [--json results.json] [--iters 50] [--ours-only]
+    python bench/run.py [--only quantize] [--json results.json] [--iters 50] [--ours-only] [--impl bf16]
 
 Prints a table (op, shape, impl, time, ratio to ours, TFLOPS or GB/s vs the measured copy
 bandwidth) and writes the same figures as JSON. Timings: CUDA events after warm-up, median.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -114,6 +115,19 @@ def _sage():
     return whole, kernel_only
 
 
+BF16_SCHEDULES = ("serial", "overlap", "pingpong", "overlap+pingpong")
+
+
+def _bf16_schedule(schedule: str, q, k, v):
+    def f():
+        os.environ["AC4K_BF16_SCHEDULE"] = schedule
+        try:
+            return ac4k_kernel.attention(q, k, v, precision="bf16")
+        finally:
+            del os.environ["AC4K_BF16_SCHEDULE"]
+    return f
+
+
 def bench_attention(iters: int):
     """Non-causal attention, B=1, H=40, BNHD bf16, against SDPA's flash and cuDNN backends (and
     SageAttention2 when importable). FLOPs = 4 B H Sq Sk D."""
@@ -148,12 +162,17 @@ def bench_attention(iters: int):
             "ac4k fp8e4m3 whole call": lambda: ac4k_kernel.attention(q, k, v, precision="fp8e4m3"),
             "ac4k fp8e4m3 kernel only": lambda: torch.ops.ac4k.mha_fp8_fwd(q, k8f, ksf, vt, vs, "BNHD", False, scale,
                                                                            False),
+            # precision="bf16" (mha_bf16_fwd, no quantization), its default schedule, then each schedule
+            # by name (AC4K_BF16_SCHEDULE, read at each launch).
+            **({"ac4k bf16 whole call": lambda: ac4k_kernel.attention(q, k, v, precision="bf16")} if HAS_BF16 else {}),
+            **({f"ac4k bf16 {sch}": _bf16_schedule(sch, q, k, v) for sch in BF16_SCHEDULES} if HAS_BF16 else {}),
             "SDPA flash (bf16)": sdpa(SDPBackend.FLASH_ATTENTION),
             "SDPA cuDNN (bf16)": sdpa(SDPBackend.CUDNN_ATTENTION),
         }
         if OURS_ONLY:
             impls = {k: f for k, f in impls.items() if k.startswith("ac4k")}
-        elif sage is not None:
+        impls = {k: f for k, f in impls.items() if IMPL_FILTER in k}
+        elif sage is not None and IMPL_FILTER in "Sage2":
             impls["Sage2 sm90 whole call"] = lambda: sage[0](q, k, v, tensor_layout="NHD", is_causal=False,
                                                              pv_accum_dtype="fp32+fp32")
             try:
@@ -166,10 +185,10 @@ def bench_attention(iters: int):
                 times[name] = time_cuda(fn, warmup=5, iters=iters)
             except Exception as e:  # a backend that refuses the shape is reported, not fatal
                 print(f"{name} at Sq={Sq} Sk={Sk} D={D}: {type(e).__name__}: {str(e)[:150]}")
-        base = times.get("ac4k attention() whole call")
+        base = times.get("ac4k attention() whole call") or times.get("ac4k bf16 whole call")
         for name, ms in times.items():
-            op = "attention " + ("fp8e4m3" if "fp8e4m3" in name else "int8+fp8e4m3") if name.startswith("ac4k") \
-                else "attention"
+            op = "attention " + ("fp8e4m3" if "fp8e4m3" in name else "bf16" if "bf16" in name else "int8+fp8e4m3") \
+                if name.startswith("ac4k") else "attention"
             row = {"op": op,
                    "shape": f"B1 H40 Sq{Sq} Sk{Sk} D{D}", "impl": name, "ms": ms, "vs_ours": ms / base if base else 0.0}
             if "quantization only" not in name:
@@ -197,12 +216,16 @@ def bench_accuracy(iters: int):
         outs = {"ac4k int8+fp8e4m3": ac4k_kernel.attention(q, k, v)}
         if "mha_fp8_fwd" in ac4k_kernel.get_info()["ops"]:
             outs["ac4k fp8e4m3"] = ac4k_kernel.attention(q, k, v, precision="fp8e4m3")
+        if HAS_BF16:
+            outs["ac4k bf16"] = ac4k_kernel.attention(q, k, v, precision="bf16")
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
             outs["SDPA cuDNN (bf16)"] = torch.nn.functional.scaled_dot_product_attention(
                 *(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
-        if sage is not None:
+        if sage is not None and IMPL_FILTER in "Sage2":
             outs["Sage2 sm90"] = sage[0](q, k, v, tensor_layout="NHD", is_causal=False, pv_accum_dtype="fp32+fp32")
         for name, o in outs.items():
+            if IMPL_FILTER not in name:
+                continue
             o = o.double()
             rows.append({"op": "accuracy vs fp64", "shape": f"S8192 H4 D128 k_bias={k_bias:g}", "impl": name,
                          "cos": torch.nn.functional.cosine_similarity(o.flatten(), want.flatten(), dim=0).item(),
@@ -291,6 +314,8 @@ def bench_rope(iters: int):
 BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy": bench_accuracy,
            "rope": bench_rope}
 OURS_ONLY = False  # --ours-only: attention rows of ac4k alone (comparing builds of ac4k)
+IMPL_FILTER = ""  # --impl: attention / accuracy rows whose impl name contains this
+HAS_BF16 = "mha_bf16_fwd" in ac4k_kernel.get_info()["ops"]
 
 
 def main(argv=None) -> int:
@@ -299,9 +324,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="", help="write the figures here as JSON")
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--ours-only", action="store_true", help="attention: time ac4k alone, no anchors")
+    ap.add_argument("--impl", default="", help="attention / accuracy: only the rows whose impl name contains this "
+                    "(e.g. 'bf16': ac4k bf16 and the SDPA bf16 anchors)")
     args = ap.parse_args(argv)
-    global OURS_ONLY
+    global OURS_ONLY, IMPL_FILTER
     OURS_ONLY = args.ours_only
+    IMPL_FILTER = args.impl
     if not torch.cuda.is_available():
         print("bench needs a CUDA GPU", file=sys.stderr)
         return 3

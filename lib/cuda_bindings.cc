@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -529,6 +530,74 @@ std::tuple<at::Tensor, at::Tensor> mha_8bit_fwd(const at::Tensor& q, const at::T
   return {out, lse};
 }
 
+// ------------------------------------------------------------------------------ attention (bf16)
+
+// Unquantized attention: q, k, v bf16 (or all fp16) in `layout`, read by TMA (16-byte aligned rows).
+at::Tensor mha_bf16_fwd_out(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::string& layout,
+                            bool causal, double sm_scale, bool return_lse, at::Tensor& out) {
+  const char* op = "mha_bf16_fwd";
+  check_attention_input(q, op, "q", q);
+  check_attention_input(k, op, "k", q);
+  check_attention_input(v, op, "v", q);
+  check_cuda_tensor(out, op, "out");
+  check_same_device(q, out, op, "out");
+  const ac4k::TokenView qv = token_view(q, layout, op, "q"), kv = token_view(k, layout, op, "k"),
+                        vv = token_view(v, layout, op, "v");
+  TORCH_CHECK(k.sizes() == v.sizes(), "ac4k::", op, ": k and v must have the same shape, got ", shape_str(k.sizes()),
+              " and ", shape_str(v.sizes()));
+  TORCH_CHECK(qv.B == kv.B && qv.D == kv.D, "ac4k::", op, ": q ", shape_str(q.sizes()), " and k ",
+              shape_str(k.sizes()), " differ in batch or head dim");
+  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
+  TORCH_CHECK(kv.H > 0 && qv.H % kv.H == 0, "ac4k::", op, ": q heads (", std::to_string(qv.H),
+              ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
+  TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
+  TORCH_CHECK(std::isfinite(sm_scale) && sm_scale >= 0, "ac4k::", op, ": sm_scale must be finite and >= 0, got ",
+              std::to_string(sm_scale));
+  for (const auto& [t, name] : {std::make_pair(&q, "q"), std::make_pair(&k, "k"), std::make_pair(&v, "v")}) {
+    TORCH_CHECK(rows_16b_aligned(*t), "ac4k::", op, ": ", name,  // TMA tile loads
+                " must be 16-byte aligned with strides a multiple of 8 elements, got strides ",
+                shape_str(t->strides()), "; call .contiguous()");
+  }
+  TORCH_CHECK(out.scalar_type() == q.scalar_type(), "ac4k::", op, ": out must have q's dtype ",
+              c10::toString(q.scalar_type()), ", got ", c10::toString(out.scalar_type()));
+  TORCH_CHECK(out.sizes() == q.sizes() && out.stride(-1) == 1, "ac4k::", op, ": out must have q's shape ",
+              shape_str(q.sizes()), " and a contiguous last dim");
+  TORCH_CHECK(rows_16b_aligned(out), "ac4k::", op,  // the kernel stores 16-byte row chunks
+              ": out must be 16-byte aligned with strides a multiple of 8 elements");
+  const auto f32 = q.options().dtype(at::kFloat);
+  at::Tensor lse = return_lse ? at::empty({qv.B, qv.H, qv.S}, f32) : at::empty({0}, f32);
+
+  c10::cuda::CUDAGuard guard(q.device());
+  ac4k::MhaBf16Params p;
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.dtype = to_ac4k(q.scalar_type());
+  p.q_view = qv;
+  p.k_view = kv;
+  p.v_view = vv;
+  p.o_view = token_view(out, layout, op, "out");
+  p.o = out.data_ptr();
+  p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
+  p.sm_scale = static_cast<float>(sm_scale);
+  p.causal = causal;
+  const cudaError_t err = ac4k::mha_bf16_fwd(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
+              ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 16-byte aligned "
+              "q / k / v / out with strides a multiple of 8 elements, fewer than 2^31 tokens, B and H <= 65535)");
+  check_cuda_call(err, op);
+  return lse;
+}
+
+std::tuple<at::Tensor, at::Tensor> mha_bf16_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                const std::string& layout, bool causal, double sm_scale,
+                                                bool return_lse) {
+  check_attention_input(q, "mha_bf16_fwd", "q", q);
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  at::Tensor lse = mha_bf16_fwd_out(q, k, v, layout, causal, sm_scale, return_lse, out);
+  return {out, lse};
+}
+
 // ------------------------------------------------------------------------------ rope3d
 
 // token_view of a [B, S, H, D] tensor, with the stride of a dim of size one set to 0.
@@ -612,6 +681,10 @@ TORCH_LIBRARY(ac4k, m) {
         " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
   m.def("mha_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
         " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out) -> Tensor");
+  m.def("mha_bf16_fwd(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse)"
+        " -> (Tensor, Tensor)");
+  m.def("mha_bf16_fwd_out(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse,"
+        " Tensor(a!) out) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
@@ -628,6 +701,8 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("mha_int8_x_fp8_fwd_out", &mha_8bit_fwd_out<false>);
   m.impl("mha_fp8_fwd", &mha_8bit_fwd<true>);
   m.impl("mha_fp8_fwd_out", &mha_8bit_fwd_out<true>);
+  m.impl("mha_bf16_fwd", &mha_bf16_fwd);
+  m.impl("mha_bf16_fwd_out", &mha_bf16_fwd_out);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

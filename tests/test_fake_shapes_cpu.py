@@ -58,6 +58,25 @@ def test_attention_fake_shapes(fake, layout, dtype):
     assert parts[3].dtype == torch.float8_e4m3fn and parts[0].dtype == torch.int8
 
 
+@pytest.mark.parametrize("layout", ["BNHD", "BHND"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_attention_bf16_fake_shapes(fake, layout, dtype):
+    if "mha_bf16_fwd" not in ac4k_kernel.get_info()["ops"]:
+        pytest.skip("this build has no mha_bf16_fwd")
+
+    def mk(S, H, D=64):
+        return _cuda(2, S, H, D, dtype=dtype) if layout == "BNHD" else _cuda(2, H, S, D, dtype=dtype)
+
+    with fake:
+        q, k, v = mk(300, 8), mk(77, 2), mk(77, 2)
+        o, lse = ac4k_kernel.attention(q, k, v, layout=layout, causal=True, return_lse=True, precision="bf16")
+        out = torch.empty_like(q)
+        o2 = ac4k_kernel.attention(q, k, v, layout=layout, out=out, precision="bf16")
+        o3, lse3 = torch.ops.ac4k.mha_bf16_fwd(q, k, v, layout, False, 0.125, False)
+    assert o.shape == q.shape and o.dtype == dtype and o2 is out and o3.shape == q.shape
+    assert lse.shape == (2, 8, 300) and lse.dtype == torch.float32 and lse3.shape == (0,)
+
+
 def test_attention_argument_checks_on_cuda_tensors(fake):
     with fake:
         q = _cuda(1, 64, 4, 128)

@@ -26,5 +26,8 @@ cudaError_t mha_int8_x_fp8_fwd(const Mha8bitParams& params, cudaStream_t stream)
 // Attention, QK^T and PV in FP8 E4M3 (Q quantized in the kernel, K and V by quantize_attention_kv
 // with K in E4M3); reference.attention_fp8.
 cudaError_t mha_fp8_fwd(const Mha8bitParams& params, cudaStream_t stream);
+// Attention in bf16 / fp16 on tensor cores, no quantization (FP32 softmax and accumulation);
+// reference.attention_bf16.
+cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream);
 
 }  // namespace ac4k

@@ -141,4 +141,19 @@ struct Mha8bitParams {
   bool causal = false;
 };
 
+// mha_bf16_fwd: unquantized attention on 16-bit tensor cores (reference.attention_bf16). q, k, v
+// bf16 (or all fp16) in the caller's layout (TokenView: any strides, D contiguous, rows 16-byte
+// aligned); o in q's dtype. k_view and v_view have the same sizes (their own strides).
+struct MhaBf16Params {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  ScalarType dtype = ScalarType::BFloat16;  // of q, k, v and o
+  TokenView q_view, k_view, v_view, o_view;
+  void* o = nullptr;
+  float* lse = nullptr;  // optional [B, Hq, Sq], natural log
+  float sm_scale = 0.f;  // >= 0
+  bool causal = false;   // bottom-right aligned: query i sees keys j <= i + Sk - Sq
+};
+
 }  // namespace ac4k

@@ -57,7 +57,9 @@ def _quantize_rows(bw: float, ops: set):
 
 
 def _attention_rows(ops: set):
-    if "mha_int8_x_fp8_fwd" not in ops:
+    precisions = [(p, op) for p, op in (("int8+fp8e4m3", "mha_int8_x_fp8_fwd"), ("fp8e4m3", "mha_fp8_fwd"),
+                                        ("bf16", "mha_bf16_fwd")) if op in ops]
+    if not precisions:
         return []
     from torch.nn.attention import SDPBackend, sdpa_kernel
     q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -70,9 +72,7 @@ def _attention_rows(ops: set):
     alt = time_cuda(sdpa, warmup=3, iters=10)
     r = sdpa().transpose(1, 2).double()
     rows = []
-    for precision, op in (("int8+fp8e4m3", "mha_int8_x_fp8_fwd"), ("fp8e4m3", "mha_fp8_fwd")):
-        if op not in ops:
-            continue
+    for precision, _ in precisions:
         ours = time_cuda(lambda p=precision: ac4k_kernel.attention(q, k, v, precision=p), warmup=3, iters=10)
         o = ac4k_kernel.attention(q, k, v, precision=precision).double()
         cos = torch.nn.functional.cosine_similarity(o.flatten(), r.flatten(), dim=0).item()

@@ -86,6 +86,7 @@ __device__ __forceinline__ void wgmma_fence_operand(int32_t (&d)[K]) {
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define AC4K_P32 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
   "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define AC4K_D32 "{" AC4K_P0 "}"
 #define AC4K_D64 "{" AC4K_P0 ", " AC4K_P32 "}"
 // N = 72 / 136: D columns plus 8 (the ones rows that give P's row sums, see mha_int8_x_fp8_fwd.cu).
 #define AC4K_D36 "{" AC4K_P0 ", %32, %33, %34, %35}"
@@ -96,6 +97,7 @@ __device__ __forceinline__ void wgmma_fence_operand(int32_t (&d)[K]) {
   c(d[i + 4]), c(d[i + 5]), c(d[i + 6]), c(d[i + 7])
 #define AC4K_X32(c, d, i) AC4K_X8(c, d, i), AC4K_X8(c, d, i + 8), AC4K_X8(c, d, i + 16), \
   AC4K_X8(c, d, i + 24)
+#define AC4K_OPS32(c, d) AC4K_X32(c, d, 0)
 #define AC4K_OPS64(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32)
 #define AC4K_OPS36(c, d) AC4K_X32(c, d, 0), c(d[32]), c(d[33]), c(d[34]), c(d[35])
 #define AC4K_OPS68(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), c(d[64]), c(d[65]), c(d[66]), c(d[67])
@@ -128,17 +130,52 @@ AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 64, 12
 AC4K_WGMMA_E4M3_RS(36, 72, "{%36, %37, %38, %39}", "%40", "%41")
 AC4K_WGMMA_E4M3_RS(68, 136, "{%68, %69, %70, %71}", "%72", "%73")
 
+// 16-bit operands (mha_bf16_fwd), f32 accumulators. TYPES: "bf16.bf16" or "f16.f16".
+// SS: D[64 x N] (+)= A[64 x 16] . B[N x 16]^T, both K-major in smem (trans-a = trans-b = 0).
+#define AC4K_WGMMA_16BIT_SS(FN, TYPES, NREG, N, A, B, S)                                      \
+  __device__ __forceinline__ void FN(float (&d)[NREG], uint64_t a_desc, uint64_t b_desc,      \
+                                     bool accumulate) {                                       \
+    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPES " "     \
+                 AC4K_D##NREG ", " A ", " B ", p, 1, 1, 0, 0;\n}"                             \
+                 : AC4K_OPS##NREG("+f", d)                                                    \
+                 : "l"(a_desc), "l"(b_desc), "r"(uint32_t(accumulate)));                      \
+  }
+AC4K_WGMMA_16BIT_SS(wgmma_bf16_ss, "bf16.bf16", 64, 128, "%64", "%65", "%66")
+AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 64, 128, "%64", "%65", "%66")
+
+// RS: D[64 x N] (+)= A[64 x 16] . B, A in registers (4 words of 2 elements: a[0] row r, k
+// 2(l%4)..+1; a[1] row r+8; a[2] / a[3] the same at k + 8 -- i.e. the f32 accumulator layout of
+// columns 16s..16s+15 packed in pairs), B MN-major in smem (trans-b = 1: B[k][n] with n contiguous,
+// e.g. V [keys, D] for P.V).
+#define AC4K_WGMMA_16BIT_RS(FN, TYPES, NREG, N, A, B, S)                                      \
+  __device__ __forceinline__ void FN(float (&d)[NREG], const uint32_t (&a)[4], uint64_t b_desc, \
+                                     bool accumulate) {                                       \
+    asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPES " "     \
+                 AC4K_D##NREG ", " A ", " B ", p, 1, 1, 1;\n}"                                \
+                 : AC4K_OPS##NREG("+f", d)                                                    \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc),                   \
+                   "r"(uint32_t(accumulate)));                                                \
+  }
+AC4K_WGMMA_16BIT_RS(wgmma_bf16_rs_tb, "bf16.bf16", 32, 64, "{%32, %33, %34, %35}", "%36", "%37")
+AC4K_WGMMA_16BIT_RS(wgmma_bf16_rs_tb, "bf16.bf16", 64, 128, "{%64, %65, %66, %67}", "%68", "%69")
+AC4K_WGMMA_16BIT_RS(wgmma_f16_rs_tb, "f16.f16", 32, 64, "{%32, %33, %34, %35}", "%36", "%37")
+AC4K_WGMMA_16BIT_RS(wgmma_f16_rs_tb, "f16.f16", 64, 128, "{%64, %65, %66, %67}", "%68", "%69")
+
+#undef AC4K_WGMMA_16BIT_RS
+#undef AC4K_WGMMA_16BIT_SS
 #undef AC4K_WGMMA_E4M3_RS
 #undef AC4K_WGMMA_8BIT_SS
 #undef AC4K_SETP
 #undef AC4K_OPS68
 #undef AC4K_OPS36
 #undef AC4K_OPS64
+#undef AC4K_OPS32
 #undef AC4K_X32
 #undef AC4K_X8
 #undef AC4K_D68
 #undef AC4K_D36
 #undef AC4K_D64
+#undef AC4K_D32
 #undef AC4K_P32
 #undef AC4K_P0
 

@@ -33,6 +33,11 @@ def nvfp4_scale_shape(x, scale_layout: str) -> tuple:
     return ((rows + 127) // 128 * 128, (k16 + 3) // 4 * 4)
 
 
+def _lse(q, layout, return_lse):
+    Sq, Hq = (q.shape[1], q.shape[2]) if layout == "BNHD" else (q.shape[2], q.shape[1])
+    return q.new_empty((q.shape[0], Hq, Sq) if return_lse else (0,), dtype=torch.float32)
+
+
 def _register() -> None:
     ops = available_ops()
     for name, qdtype in (("quantize_int8", torch.int8), ("quantize_fp8", torch.float8_e4m3fn)):
@@ -72,10 +77,6 @@ def _register() -> None:
                     v.new_empty((B, Hkv, D, (Sk + 127) // 128 * 128), dtype=torch.float8_e4m3fn),
                     v.new_empty((B, Hkv, D), **f32)]
 
-        def _lse(q, layout, return_lse):
-            Sq, Hq = (q.shape[1], q.shape[2]) if layout == "BNHD" else (q.shape[2], q.shape[1])
-            return q.new_empty((q.shape[0], Hq, Sq) if return_lse else (0,), dtype=torch.float32)
-
         def _mha(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse):
             return q.new_empty(q.shape), _lse(q, layout, return_lse)
 
@@ -86,6 +87,15 @@ def _register() -> None:
             if name in ops:
                 torch.library.register_fake(f"ac4k::{name}")(_mha)
                 torch.library.register_fake(f"ac4k::{name}_out")(_mha_out)
+
+    if "mha_bf16_fwd" in ops:
+        @torch.library.register_fake("ac4k::mha_bf16_fwd")
+        def _mha_bf16(q, k, v, layout, causal, sm_scale, return_lse):
+            return q.new_empty(q.shape), _lse(q, layout, return_lse)
+
+        @torch.library.register_fake("ac4k::mha_bf16_fwd_out")
+        def _mha_bf16_out(q, k, v, layout, causal, sm_scale, return_lse, out):
+            return _lse(q, layout, return_lse)
 
     if "rope3d" in ops:
         @torch.library.register_fake("ac4k::rope3d")

@@ -1,6 +1,7 @@
 """attention: Python → torch.ops.ac4k.quantize_attention_kv + mha_<precision>_fwd
 (lib/cuda_bindings.cc) → launchers in lib/cuda/<arch>/quantize_attention_kv.cu and
-mha_*.cu (which quantizes Q itself). The recipes are defined in ac4k_kernel.reference.attention."""
+mha_*.cu (which quantizes Q itself); precision "bf16" → torch.ops.ac4k.mha_bf16_fwd alone.
+The recipes are defined in ac4k_kernel.reference.attention."""
 from __future__ import annotations
 
 from typing import Optional
@@ -59,7 +60,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     return_lse also lse [B, Hq, Sq] float32 (natural log of the softmax denominator of sm_scale·q·k).
     precision selects the kernel; the quantization of q, k, v is part of the call: "int8+fp8e4m3"
     (QK^T in INT8, PV in FP8) or "fp8e4m3" (both in FP8 E4M3; reference.attention_fp8), with K
-    smoothed by its token mean and Q per 16 tokens, K per 64 quantized in both.
+    smoothed by its token mean and Q per 16 tokens, K per 64 quantized in both; or "bf16": no
+    quantization, q, k, v on 16-bit tensor cores (bf16, or fp16 for fp16 inputs) with FP32 softmax
+    and accumulation (reference.attention_bf16); its inputs need 16-byte aligned rows (strides a
+    multiple of 8 elements) and sm_scale >= 0.
 
     rope = (grid_sizes, freqs): Wan's 3D RoPE applied to q and k first, as `rope3d(q, *rope)` and
     `rope3d(k, *rope)` would (same arguments and checks; token s of either is at its (f, h, w)
@@ -78,6 +82,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
             q, k = rope3d(q, grid_sizes, freqs), rope3d(k, grid_sizes, freqs)
         else:  # rope3d sees [B, S, H, D]
             q, k = (rope3d(x.transpose(1, 2), grid_sizes, freqs).transpose(1, 2) for x in (q, k))
+    if precision == "bf16":  # no quantization: q, k, v go to the kernel as they are (TMA loads)
+        if out is not None:
+            lse = torch.ops.ac4k.mha_bf16_fwd_out(q, k, v, layout, causal, scale, return_lse, out)
+            o = out
+        else:
+            o, lse = torch.ops.ac4k.mha_bf16_fwd(q, k, v, layout, causal, scale, return_lse)
+        return (o, lse) if return_lse else o
     # Both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel.
     k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
     k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,

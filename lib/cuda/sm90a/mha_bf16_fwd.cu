@@ -1,0 +1,517 @@
+// mha_bf16_fwd for sm90a: unquantized attention on 16-bit tensor cores (bf16, or fp16 when the
+// inputs are fp16), FP32 online softmax and accumulation; ac4k_kernel.reference.attention_bf16.
+//
+// Unlike the 8-bit kernels (mha_8bit.cuh) this one is tensor-bound: bf16 wgmma gives 8 scores a
+// clock an SM at D = 128, the exp unit 16. So the schedule is FlashAttention-3's (warp-specialized,
+// written from its description, no code taken): one CTA an SM owns 128 query rows of one
+// (batch, head) with three warpgroups:
+//   warpgroup 0  producer: one thread issues the TMA loads (Q once, then K_n and V_n, 128 keys
+//                each, into kStages stages on full barriers; a stage is refilled once both
+//                consumers released it on its empty barrier). setmaxnreg.dec to 24 registers.
+//   warpgroups 1, 2  consumers, 64 query rows each (setmaxnreg.inc to 240):
+//     S = Q K^T     wgmma m64n128k16, Q and K from shared memory (K-major, 128-byte swizzle; a
+//                   D = 128 tile is two 64-column panels, a SW128 TMA box is at most 128 B wide)
+//     softmax       FP32 online softmax in the log2 domain: row max of the raw scores (quad
+//                   shuffles), one FFMA (sm_scale * log2(e) folded in) + ex2 a score, thread-local
+//                   row sums reduced once at the end; P converted in registers to bf16 / fp16:
+//                   the f32 accumulator layout of 16 columns is the k16 A fragment of the next wgmma
+//     O += P V      wgmma m64nDk16, A = P from registers, B = V [keys, D] from shared memory read
+//                   MN-major (transpose-b; LBO = the 64-column panel stride, SBO = 1024 B between
+//                   8-key groups); O accumulates in the wgmma's f32 accumulator (no promotion)
+// Schedules (Schedule below; the launcher picks one, AC4K_BF16_SCHEDULE overrides it at run time):
+//   kOverlap   intra-warpgroup pipelining: S_{n+1} = Q K_{n+1} and O += P_n V_n are issued
+//              together, and the softmax of S_{n+1} runs while P_n V_n is in flight
+//   kPingPong  the two consumers take turns issuing their GEMMs (named barriers 1 and 2), so one
+//              warpgroup's softmax overlaps the other's tensor-core work
+// Masking only on the blocks that need it (the partial last key block, the causal diagonal);
+// keys past Sk are zero-filled by TMA and masked to -inf; a row that sees no key outputs 0 and
+// lse -inf. Epilogue: O / l staged in shared memory, stored as 16-byte row chunks in the caller's
+// layout with row guards. Offsets into q / o / lse are 64-bit.
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <cuda/ptx>
+#include <type_traits>
+
+#include "ac4k_kernel/ops.h"
+#include "ac4k_kernel/types.h"
+#include "common/math.cuh"
+#include "common/utils.cuh"
+#include "sm90a/barrier.cuh"
+#include "sm90a/tma.cuh"
+#include "sm90a/wgmma.cuh"
+
+namespace ac4k {
+namespace sm90a {
+namespace {
+
+constexpr int kBlockM = 128;  // query rows per CTA: two consumer warpgroups of 64
+constexpr int kBlockN = 128;  // keys per step
+constexpr int kThreads = 384;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Bit 0: intra-warpgroup overlap, bit 1: ping-pong between the consumers.
+enum Schedule : int { kSerial = 0, kOverlap = 1, kPingPong = 2, kOverlapPingPong = 3 };
+#ifndef AC4K_BF16_DEFAULT_SCHEDULE
+#define AC4K_BF16_DEFAULT_SCHEDULE 3
+#endif
+constexpr int kDefaultSchedule = AC4K_BF16_DEFAULT_SCHEDULE;
+
+template <int D>
+struct Layout {
+  static constexpr int kStages = D == 128 ? 2 : 4;
+  static constexpr int kPanel = 128 * 128;          // 128 rows of 64 elements (128 B): 16 KB
+  static constexpr int kTile = D / 64 * kPanel;     // 128 rows of Q, K or V
+  static constexpr int kPitch = 2 * D + 16;         // O staging row, bytes (padded: no bank conflicts)
+  static constexpr int kOWg = 64 * kPitch;          // one consumer's O staging
+  static constexpr int kQ = 0;
+  static constexpr int kK = kQ + kTile;
+  static constexpr int kV = kK + kStages * kTile;
+  static constexpr int kO = kV + kStages * kTile;
+  static constexpr int kBar = kO + 2 * kOWg;
+  static constexpr int kBytes = kBar + 8 * (1 + 4 * kStages);
+  static_assert(kTile % 1024 == 0 && kBar % 8 == 0, "1024-byte aligned tiles");
+  static_assert(kBytes <= 227 * 1024, "shared memory");
+};
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <uint32_t N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" : : "n"(N));
+}
+template <uint32_t N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" : : "n"(N));
+}
+
+// S (+)= Q K^T and O (+)= P V for bf16 or fp16 operands.
+template <typename T>
+__device__ __forceinline__ void mma_qk(float (&d)[kBlockN / 2], uint64_t a, uint64_t b, bool acc) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    wgmma_bf16_ss(d, a, b, acc);
+  } else {
+    wgmma_f16_ss(d, a, b, acc);
+  }
+}
+template <typename T, int N>
+__device__ __forceinline__ void mma_pv(float (&d)[N], const uint32_t (&a)[4], uint64_t b) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    wgmma_bf16_rs_tb(d, a, b, true);
+  } else {
+    wgmma_f16_rs_tb(d, a, b, true);
+  }
+}
+
+// Online softmax of one 128-key block in the log2 domain, in place: s[i] (the raw score of row
+// r = (i/2)%2 -> row0 + 8r, key key0 + 8(i/4) + i%2, key0 = block start + 2*quad) becomes
+// p = 2^(s c - m), c = sm_scale * log2(e) >= 0, m the running row max of s c. alpha: the factor
+// that rescales the previous O and l. l: this thread's partial row sums (its 32 columns), reduced
+// over the quad at the end. Masking (kMask): key offset 8(i/4) + i%2 >= key_end (past Sk) or, for
+// row r, > diag + 8r (causal) -> p = 0.
+template <bool kMask>
+__device__ __forceinline__ void softmax_block(float (&s)[kBlockN / 2], float (&m)[2], float (&l)[2],
+                                              float (&alpha)[2], float c, int key_end, int diag) {
+  if (kMask) {
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) {
+      const int key = 8 * (i / 4) + (i % 2);
+      if (key >= key_end || key > diag + 8 * ((i / 2) % 2)) s[i] = -INFINITY;
+    }
+  }
+  // Row maxima in four independent chains a row (short dependency chains).
+  float mx[2][4];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) mx[r][k] = -INFINITY;
+  }
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) mx[(i / 2) % 2][(i / 4) % 4] = fmaxf(mx[(i / 2) % 2][(i / 4) % 4], s[i]);
+  float neg_m[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float x = fmaxf(fmaxf(mx[r][0], mx[r][1]), fmaxf(mx[r][2], mx[r][3]));
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+    // x = -inf: nothing visible in this block (the product with c = 0 would be NaN).
+    const float m_new = x == -INFINITY ? m[r] : fmaxf(m[r], x * c);
+    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible so far: p = 0
+    alpha[r] = ex2(m[r] - m_use);
+    m[r] = m_new;
+    neg_m[r] = -m_use;
+  }
+  float sum[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) {
+    const int r = (i / 2) % 2;
+    float e = ex2(fmaf(s[i], c, neg_m[r]));
+    if (kMask && s[i] == -INFINITY) e = 0.f;  // -inf * 0 (sm_scale = 0) is NaN
+    s[i] = e;
+    sum[r][(i / 4) % 4] += e;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l[r] = fmaf(l[r], alpha[r], (sum[r][0] + sum[r][1]) + (sum[r][2] + sum[r][3]));
+}
+
+// P (f32 in s) -> the k16 A fragments of P V: fragment kk holds columns 16kk..16kk+15, i.e. the
+// accumulator entries 8kk..8kk+7 packed in pairs.
+template <typename T>
+__device__ __forceinline__ void convert_p(const float (&s)[kBlockN / 2], uint32_t (&pa)[kBlockN / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pa[kk][j] = pack2<T>(s[8 * kk + 2 * j], s[8 * kk + 2 * j + 1]);
+  }
+}
+
+template <typename T, int D, int kSchedule>
+__global__ void __launch_bounds__(kThreads, 1)
+mha_bf16_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
+                const __grid_constant__ CUtensorMap tm_v, const MhaBf16Params p) {
+  constexpr bool kOv = (kSchedule & kOverlap) != 0;
+  constexpr bool kPP = (kSchedule & kPingPong) != 0;
+  using L = Layout<D>;
+  constexpr int kStages = L::kStages;
+  extern __shared__ __align__(1024) uint8_t smem[];
+  // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
+  // window starts there on sm90 (no static shared memory in this kernel).
+  if ((static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u) != 0) __trap();
+  uint8_t* sq = smem + L::kQ;
+  uint8_t* sk = smem + L::kK;
+  uint8_t* sv = smem + L::kV;
+  uint64_t* bar_q = reinterpret_cast<uint64_t*>(smem + L::kBar);
+  uint64_t* full_k = bar_q + 1;
+  uint64_t* full_v = full_k + kStages;
+  uint64_t* empty_k = full_v + kStages;
+  uint64_t* empty_v = empty_k + kStages;
+
+  const TokenView& qv = p.q_view;
+  const TokenView& kv = p.k_view;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int hkv = int(h / (qv.H / kv.H));
+  // Causal: the longest rows first (the last CTAs to start are the short ones).
+  const int m_blk = p.causal ? int(gridDim.x - 1 - blockIdx.x) : int(blockIdx.x);
+  const int64_t row_first = int64_t(m_blk) * kBlockM;
+  const int64_t causal_shift = kv.S - qv.S;
+  const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
+  int n_blocks = n_blocks_all;  // key blocks of the CTA (both consumers step through all of them)
+  if (p.causal) {
+    const int64_t last_key = min(row_first + kBlockM, qv.S) - 1 + causal_shift;
+    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
+  }
+
+  if (threadIdx.x == 0) {
+    mbar_init(bar_q, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full_k + s, 1);
+      mbar_init(full_v + s, 1);
+      mbar_init(empty_k + s, 2);  // one arrival per consumer warpgroup
+      mbar_init(empty_v + s, 2);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (threadIdx.x < 128) {  // producer
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == 0 && n_blocks > 0) {
+      mbar_arrive_expect_tx(bar_q, L::kTile);
+#pragma unroll
+      for (int pn = 0; pn < D / 64; ++pn) tma_load_4d(sq + pn * L::kPanel, &tm_q, bar_q, 64 * pn, int(row_first), h, b);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int n = 0; n < n_blocks; ++n) {
+        if (n >= kStages) mbar_wait(empty_k + stage, phase ^ 1u);
+        mbar_arrive_expect_tx(full_k + stage, L::kTile);
+#pragma unroll
+        for (int pn = 0; pn < D / 64; ++pn)
+          tma_load_4d(sk + stage * L::kTile + pn * L::kPanel, &tm_k, full_k + stage, 64 * pn, n * kBlockN, hkv, b);
+        if (n >= kStages) mbar_wait(empty_v + stage, phase ^ 1u);
+        mbar_arrive_expect_tx(full_v + stage, L::kTile);
+#pragma unroll
+        for (int pn = 0; pn < D / 64; ++pn)
+          tma_load_4d(sv + stage * L::kTile + pn * L::kPanel, &tm_v, full_v + stage, 64 * pn, n * kBlockN, hkv, b);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1u;
+        }
+      }
+    }
+    return;
+  }
+
+  // ---- consumers ----
+  setmaxnreg_inc<240>();
+  const int cw = int(threadIdx.x / 128) - 1;  // 0 or 1: rows 64 cw .. of the CTA's 128
+  const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32, quad = lane % 4;
+  const int64_t row_wg = row_first + 64 * cw;
+  const int64_t row0 = row_wg + warp * 16 + lane / 4;  // and row0 + 8
+  const float c = p.sm_scale * kLog2e;
+
+  // Ping-pong: consumer w issues its GEMMs between named_bar_sync(1 + w) and an arrive on the
+  // other's barrier. Consumer 1 makes consumer 0's first arrival up front, consumer 0 takes one
+  // extra turn at the end, so every barrier phase completes (both take the same number of turns).
+  if (kPP && cw == 1) named_bar_arrive(1, 256);
+  auto turn_begin = [&] {
+    if (kPP) named_bar_sync(1 + cw, 256);
+  };
+  auto turn_end = [&] {
+    if (kPP) named_bar_arrive(2 - cw, 256);
+  };
+  auto release = [&](uint64_t* bar) {
+    if (tid == 0) (void)cuda::ptx::mbarrier_arrive(bar);
+  };
+
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  if (n_blocks > 0) {
+    // Descriptors: Q rows 64 cw.. of each panel (8 KB in), K / V stage bases; a k16 step of QK is
+    // 32 B along the 128-byte row, the next panel after four; a k16 step of PV is 16 keys = 2 KB.
+    const uint64_t dq = make_smem_desc(sq + cw * 64 * 128, 16, 1024, 1);
+    const uint64_t dk0 = make_smem_desc(sk, 16, 1024, 1);
+    const uint64_t dv0 = make_smem_desc(sv, L::kPanel, 1024, 1);
+    float s[kBlockN / 2];
+    uint32_t pa[kBlockN / 16][4];
+    auto issue_qk = [&](int stage) {
+      wgmma_fence_operand(s);
+      wgmma_fence();
+      const uint64_t dk = smem_desc_advance(dk0, stage * L::kTile);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const uint32_t off = (kk / 4) * L::kPanel + (kk % 4) * 32;
+        mma_qk<T>(s, smem_desc_advance(dq, off), smem_desc_advance(dk, off), kk > 0);
+      }
+      wgmma_commit();
+    };
+    auto issue_pv = [&](int stage) {
+      wgmma_fence_operand(o);
+      wgmma_fence();
+      const uint64_t dv = smem_desc_advance(dv0, stage * L::kTile);
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) mma_pv<T>(o, pa[kk], smem_desc_advance(dv, kk * 16 * 128));
+      wgmma_commit();
+    };
+    float alpha[2];
+    mbar_wait(bar_q, 0);
+    auto softmax = [&](int n) {
+      const bool need_mask = int64_t(n + 1) * kBlockN > kv.S ||
+                             (p.causal && int64_t(n + 1) * kBlockN - 1 > row_wg + causal_shift);
+      if (need_mask) {
+        const int64_t key0 = int64_t(n) * kBlockN + 2 * quad;
+        const int key_end = int(min(kv.S - key0, int64_t(kBlockN)));
+        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(kBlockN)), int64_t(-kBlockN)))
+                                  : kBlockN;
+        softmax_block<true>(s, m, l, alpha, c, key_end, diag);
+      } else {
+        softmax_block<false>(s, m, l, alpha, c, 0, 0);
+      }
+    };
+    auto rescale_o = [&] {
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i / 2) % 2];
+    };
+
+    if constexpr (kOv) {
+      // S_0, then per n >= 1: issue S_n and O += P_{n-1} V_{n-1}; softmax(S_n) while PV runs;
+      // then O *= alpha_n and P_n replaces P_{n-1} (its registers are free once PV is done).
+      mbar_wait(full_k, 0);
+      turn_begin();
+      issue_qk(0);
+      turn_end();
+      wgmma_wait<0>();
+      wgmma_fence_operand(s);
+      release(empty_k);
+      softmax(0);
+      convert_p<T>(s, pa);
+      int stage = 0;  // of block n - 1
+      uint32_t phase = 0;
+      for (int n = 1; n < n_blocks; ++n) {
+        const int next = stage + 1 == kStages ? 0 : stage + 1;
+        const uint32_t next_phase = next == 0 ? phase ^ 1u : phase;
+        mbar_wait(full_k + next, next_phase);
+        mbar_wait(full_v + stage, phase);
+        turn_begin();
+        issue_qk(next);
+        issue_pv(stage);
+        turn_end();
+        wgmma_wait<1>();
+        wgmma_fence_operand(s);
+        release(empty_k + next);
+        softmax(n);
+        wgmma_wait<0>();
+        wgmma_fence_operand(o);
+        release(empty_v + stage);
+        rescale_o();
+        convert_p<T>(s, pa);
+        stage = next;
+        phase = next_phase;
+      }
+      mbar_wait(full_v + stage, phase);
+      turn_begin();
+      issue_pv(stage);
+      turn_end();
+      wgmma_wait<0>();
+      wgmma_fence_operand(o);
+      release(empty_v + stage);
+    } else {
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int n = 0; n < n_blocks; ++n) {
+        mbar_wait(full_k + stage, phase);
+        turn_begin();
+        issue_qk(stage);
+        turn_end();
+        wgmma_wait<0>();
+        wgmma_fence_operand(s);
+        release(empty_k + stage);
+        softmax(n);
+        rescale_o();
+        convert_p<T>(s, pa);
+        mbar_wait(full_v + stage, phase);
+        turn_begin();
+        issue_pv(stage);
+        turn_end();
+        wgmma_wait<0>();
+        wgmma_fence_operand(o);
+        release(empty_v + stage);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1u;
+        }
+      }
+    }
+  }
+  if (kPP && cw == 0) named_bar_sync(1, 256);
+
+  // ---- epilogue: O / l, staged in shared memory (each warp its own 16 rows), 16-byte stores ----
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  constexpr int kPitch = L::kPitch;
+  uint8_t* so = smem + L::kO + cw * L::kOWg;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    uint8_t* srow = so + (warp * 16 + lane / 4 + 8 * r) * kPitch;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int d = 8 * j + 2 * quad;
+      *reinterpret_cast<uint32_t*>(srow + 2 * d) = pack2<T>(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
+    }
+  }
+  __syncwarp();
+  constexpr int kChunks = D / 8;  // 16-byte chunks a row
+  const TokenView& ov = p.o_view;
+  // Opaque copies: else the row addresses below may be computed before the main loop and spilled.
+  int hh = h, bb = b, ln = lane, wp = warp;
+  asm volatile("" : "+r"(hh), "+r"(bb), "+r"(ln), "+r"(wp));
+  T* obase = static_cast<T*>(p.o) + bb * ov.stride_b + hh * ov.stride_h;
+  const int64_t row_w = row_wg + wp * 16;
+#pragma unroll
+  for (int k = 0; k < 16 * kChunks / 32; ++k) {
+    const int i = ln + 32 * k, rr = i / kChunks, ch = i % kChunks;
+    const int64_t row = row_w + rr;
+    if (row < qv.S)
+      *reinterpret_cast<uint4*>(obase + row * ov.stride_s + 8 * ch) =
+          *reinterpret_cast<const uint4*>(so + (wp * 16 + rr) * kPitch + 16 * ch);
+  }
+  if (p.lse != nullptr && quad == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t row = row0 + 8 * r;
+      if (row < qv.S)
+        p.lse[(int64_t(b) * qv.H + h) * qv.S + row] = l[r] > 0.f ? (m[r] + __log2f(l[r])) / kLog2e : -INFINITY;
+    }
+  }
+}
+
+// [B, S, H, D] of q, k or v as a 4-D tensor map with 128-row boxes of one 64-column panel. A dim
+// of size one never moves, so its stride is replaced by a valid one (the driver checks them all).
+cudaError_t encode_view(CUtensorMap* map, const void* base, ScalarType dtype, const TokenView& v) {
+  const int64_t dims[4] = {v.D, v.S, v.H, v.B};
+  const int64_t strides[4] = {1, v.S == 1 ? v.D : v.stride_s, v.H == 1 ? v.D : v.stride_h,
+                              v.B == 1 ? v.D : v.stride_b};
+  const uint32_t box[4] = {64, kBlockN, 1, 1};
+  return encode_tensor_map(map, base, dtype, 4, dims, strides, box, TmaSwizzle::B128);
+}
+
+template <typename T, int D, int kSchedule>
+cudaError_t launch(const MhaBf16Params& p, cudaStream_t stream) {
+  CUtensorMap tq, tk, tv;
+  cudaError_t err = encode_view(&tq, p.q, p.dtype, p.q_view);
+  if (err == cudaSuccess) err = encode_view(&tk, p.k, p.dtype, p.k_view);
+  if (err == cudaSuccess) err = encode_view(&tv, p.v, p.dtype, p.v_view);
+  if (err != cudaSuccess) return err;
+  auto kernel = mha_bf16_kernel<T, D, kSchedule>;
+  constexpr int smem = Layout<D>::kBytes;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
+  kernel<<<grid, kThreads, smem, stream>>>(tq, tk, tv, p);
+  return last_launch_error();
+}
+
+// AC4K_BF16_SCHEDULE=serial|overlap|pingpong|overlap+pingpong (read at each launch) selects the
+// schedule of the bf16 kernels, for measuring them in one process; fp16 always runs the default.
+int schedule_from_env() {
+  const char* e = std::getenv("AC4K_BF16_SCHEDULE");
+  if (e == nullptr || *e == '\0') return kDefaultSchedule;
+  if (std::strcmp(e, "serial") == 0) return kSerial;
+  if (std::strcmp(e, "overlap") == 0) return kOverlap;
+  if (std::strcmp(e, "pingpong") == 0) return kPingPong;
+  if (std::strcmp(e, "overlap+pingpong") == 0) return kOverlapPingPong;
+  return kDefaultSchedule;
+}
+
+template <int D>
+cudaError_t launch_bf16(const MhaBf16Params& p, cudaStream_t stream) {
+  using T = __nv_bfloat16;
+  switch (schedule_from_env()) {
+    case kSerial: return launch<T, D, kSerial>(p, stream);
+    case kOverlap: return launch<T, D, kOverlap>(p, stream);
+    case kPingPong: return launch<T, D, kPingPong>(p, stream);
+    default: return launch<T, D, kOverlapPingPong>(p, stream);
+  }
+}
+
+}  // namespace
+}  // namespace sm90a
+
+cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream) {
+  // A dim of size one never moves, whatever its stride: zero it (alignment checks, TMA maps).
+  MhaBf16Params p = params;
+  for (TokenView* t : {&p.q_view, &p.k_view, &p.v_view, &p.o_view}) {
+    if (t->B == 1) t->stride_b = 0;
+    if (t->S == 1) t->stride_s = 0;
+    if (t->H == 1) t->stride_h = 0;
+  }
+  const TokenView &q = p.q_view, &k = p.k_view, &v = p.v_view;
+  const bool bf16 = p.dtype == ScalarType::BFloat16;
+  if ((!bf16 && p.dtype != ScalarType::Float16) || q.D != k.D || v.D != k.D || (q.D != 64 && q.D != 128) ||
+      k.H == 0 || q.H % k.H != 0 || k.B != q.B || v.B != k.B || v.S != k.S || v.H != k.H || k.S < 1 ||
+      !(p.sm_scale >= 0.f) || !rows_aligned_16b(p.q, q) || !rows_aligned_16b(p.k, k) || !rows_aligned_16b(p.v, v) ||
+      !rows_aligned_16b(p.o, p.o_view))
+    return cudaErrorNotSupported;
+  if (q.B * q.H * q.S == 0) return cudaSuccess;
+  if (q.B > 65535 || q.H > 65535 || k.S > (int64_t(1) << 31) - sm90a::kBlockN ||
+      q.S > (int64_t(1) << 31) - sm90a::kBlockM) return cudaErrorNotSupported;
+  if (q.D == 128) return bf16 ? sm90a::launch_bf16<128>(p, stream) : sm90a::launch<__half, 128, sm90a::kDefaultSchedule>(p, stream);
+  return bf16 ? sm90a::launch_bf16<64>(p, stream) : sm90a::launch<__half, 64, sm90a::kDefaultSchedule>(p, stream);
+}
+
+}  // namespace ac4k
