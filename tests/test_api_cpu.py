@@ -234,6 +234,19 @@ def test_attention_missing_kernel(precision, op):
         ac4k_kernel.attention(q, q, q, precision=precision)
 
 
+@needs_build
+def test_attention_bf16_in_this_build():
+    """This build has mha_bf16_fwd (sm90a): precision="bf16" gets past the kernel check and stops at
+    the device check on CPU tensors (no kernel call)."""
+    if ac4k_kernel.get_arch() == "sm90a":
+        assert "mha_bf16_fwd" in ac4k_kernel.get_info()["ops"]
+    elif "mha_bf16_fwd" not in ac4k_kernel.get_info()["ops"]:
+        pytest.skip("no mha_bf16_fwd in this arch's build (test_attention_missing_kernel covers it)")
+    q = torch.randn(1, 8, 2, 64, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="CUDA"):
+        ac4k_kernel.attention(q, q, q, precision="bf16")
+
+
 def test_linear_unknown_precision():
     with pytest.raises(ValueError, match="precision"):
         ac4k_kernel.quantize_weight(torch.randn(16, 32), precision="int8")
