@@ -120,11 +120,15 @@ BF16_SCHEDULES = ("serial", "overlap", "pingpong", "overlap+pingpong")
 
 def _bf16_schedule(schedule: str, q, k, v):
     def f():
+        old = os.environ.get("AC4K_BF16_SCHEDULE")
         os.environ["AC4K_BF16_SCHEDULE"] = schedule
         try:
             return ac4k_kernel.attention(q, k, v, precision="bf16")
         finally:
-            del os.environ["AC4K_BF16_SCHEDULE"]
+            if old is None:
+                del os.environ["AC4K_BF16_SCHEDULE"]
+            else:
+                os.environ["AC4K_BF16_SCHEDULE"] = old
     return f
 
 
@@ -171,14 +175,14 @@ def bench_attention(iters: int):
         }
         if OURS_ONLY:
             impls = {k: f for k, f in impls.items() if k.startswith("ac4k")}
-        impls = {k: f for k, f in impls.items() if IMPL_FILTER in k}
-        elif sage is not None and IMPL_FILTER in "Sage2":
+        elif sage is not None:
             impls["Sage2 sm90 whole call"] = lambda: sage[0](q, k, v, tensor_layout="NHD", is_causal=False,
                                                              pv_accum_dtype="fp32+fp32")
             try:
                 impls["Sage2 sm90 kernel only"] = sage[1](q, k, v)
             except Exception as e:
                 print(f"Sage2 kernel-only setup at Sq={Sq} Sk={Sk} D={D}: {type(e).__name__}: {str(e)[:150]}")
+        impls = {k: f for k, f in impls.items() if IMPL_FILTER in k}
         times = {}
         for name, fn in impls.items():
             try:
