@@ -306,9 +306,14 @@ def bench_rope(iters: int):
         "rope3d(k), then K/V quantization": lambda: torch.ops.ac4k.quantize_attention_kv(
             ac4k_kernel.rope3d(x, grid, freqs_cuda), v, "BNHD"),
         "attention(q, k, v, rope=...)": lambda: ac4k_kernel.attention(x, x, v, rope=(grid, freqs_cuda)),
+        "rope3d(q), rope3d(k), attention()": lambda: ac4k_kernel.attention(
+            ac4k_kernel.rope3d(x, grid, freqs_cuda), ac4k_kernel.rope3d(x, grid, freqs_cuda), v),
+        "attention(q, k, v), no rope": lambda: ac4k_kernel.attention(x, x, v),
     }
     times = {name: time_cuda(fn, warmup=3, iters=max(5, iters // 5)) for name, fn in fused.items()}
-    base = {name: times["K/V quantization, K rope fused"] for name in list(times)[:2]}
+    # Each row against its fused counterpart: the K/V pass, and the whole attention call.
+    base = {name: times["K/V quantization, K rope fused" if i < 2 else "attention(q, k, v, rope=...)"]
+            for i, name in enumerate(times)}
     for name, ms in times.items():
         rows.append({"op": "rope3d fused", "shape": "x".join(map(str, ATT)) + " bf16 grid 21x30x52", "impl": name,
                      "ms": ms, "vs_ours": ms / base.get(name, ms)})

@@ -455,10 +455,15 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
 }
 
 // The 8-bit attention ops: k INT8 (mha_int8_x_fp8_fwd) or E4M3 (mha_fp8_fwd), from quantize_attention_kv.
+// With grid_sizes and freqs (and sin for a cos / sin table), q is rotated by rope3d inside the kernel
+// before its quantization (see rope_freqs for what is checked where); k must have been rotated by
+// quantize_attention_kv with the same arguments.
 template <bool kFp8>
 at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at::Tensor& k_scale,
                             const at::Tensor& vt, const at::Tensor& v_scale, const std::string& layout, bool causal,
-                            double sm_scale, bool return_lse, at::Tensor& out) {
+                            double sm_scale, bool return_lse, at::Tensor& out,
+                            const c10::optional<at::Tensor>& grid_sizes, const c10::optional<at::Tensor>& freqs,
+                            const c10::optional<at::Tensor>& sin) {
   const char* op = kFp8 ? "mha_fp8_fwd" : "mha_int8_x_fp8_fwd";
   check_attention_input(q, op, "q", q);
   TORCH_CHECK(k8.scalar_type() == (kFp8 ? at::kFloat8_e4m3fn : at::kChar), "ac4k::", op, ": k must be ",
@@ -511,6 +516,13 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
   p.sm_scale = static_cast<float>(sm_scale);
   p.causal = causal;
+  TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
+              ": rope needs both grid_sizes and freqs");
+  at::Tensor grid_dev;
+  if (grid_sizes.has_value()) {
+    p.rope = true;
+    grid_dev = rope_freqs(p.rope_freqs, q, qv.B, qv.S, qv.D, *grid_sizes, *freqs, sin, op);
+  }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
   const cudaError_t err = kFp8 ? ac4k::mha_fp8_fwd(p, stream) : ac4k::mha_int8_x_fp8_fwd(p, stream);
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
@@ -524,9 +536,12 @@ template <bool kFp8>
 std::tuple<at::Tensor, at::Tensor> mha_8bit_fwd(const at::Tensor& q, const at::Tensor& k8, const at::Tensor& k_scale,
                                                 const at::Tensor& vt, const at::Tensor& v_scale,
                                                 const std::string& layout, bool causal, double sm_scale,
-                                                bool return_lse) {
+                                                bool return_lse, const c10::optional<at::Tensor>& grid_sizes,
+                                                const c10::optional<at::Tensor>& freqs,
+                                                const c10::optional<at::Tensor>& sin) {
   at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = mha_8bit_fwd_out<kFp8>(q, k8, k_scale, vt, v_scale, layout, causal, sm_scale, return_lse, out);
+  at::Tensor lse = mha_8bit_fwd_out<kFp8>(q, k8, k_scale, vt, v_scale, layout, causal, sm_scale, return_lse, out,
+                                          grid_sizes, freqs, sin);
   return {out, lse};
 }
 
@@ -674,13 +689,17 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin=None) -> Tensor");
   m.def("rope3d_out(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin, Tensor(a!) out) -> ()");
   m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
-        " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
+        " bool causal, float sm_scale, bool return_lse, Tensor? grid_sizes=None, Tensor? freqs=None,"
+        " Tensor? sin=None) -> (Tensor, Tensor)");
   m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
-        " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out) -> Tensor");
+        " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out, Tensor? grid_sizes=None,"
+        " Tensor? freqs=None, Tensor? sin=None) -> Tensor");
   m.def("mha_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
-        " bool causal, float sm_scale, bool return_lse) -> (Tensor, Tensor)");
+        " bool causal, float sm_scale, bool return_lse, Tensor? grid_sizes=None, Tensor? freqs=None,"
+        " Tensor? sin=None) -> (Tensor, Tensor)");
   m.def("mha_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
-        " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out) -> Tensor");
+        " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out, Tensor? grid_sizes=None,"
+        " Tensor? freqs=None, Tensor? sin=None) -> Tensor");
   m.def("mha_bf16_fwd(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse)"
         " -> (Tensor, Tensor)");
   m.def("mha_bf16_fwd_out(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse,"

@@ -3,7 +3,7 @@
 # the benchmarks and the main command; results under $OUT (default ./results).
 #   STAGES="build test sanitize bench main profile variants" bash tools/gpu_check.sh
 #   (default: all but profile and variants)
-# Extra pytest / bench args: PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
+# Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
 # variants: each tools/variants/*.patch (experiments, not kept once decided) is applied to a copy of
 # the sources, built in place in parallel with the main build, and its attention rows timed after
 # the main benchmark, in the same process order, against the main build's rows (VARIANT_BENCH:
@@ -41,7 +41,7 @@ if has variants; then
     name=$(basename "$pf" .patch); d=/tmp/ac4k_var_$name
     rm -rf "$d"; mkdir -p "$d"; cp -r setup.py build_tools include lib python "$d"/
     ( cd "$d" && patch -p1 < "$OLDPWD/$pf" > "$OUT/var_$name.build.log" 2>&1 &&
-      MAX_JOBS=4 python3 setup.py build_ext --inplace >> "$OUT/var_$name.build.log" 2>&1 ) &
+      MAX_JOBS=${VARIANT_JOBS:-4} python3 setup.py build_ext --inplace >> "$OUT/var_$name.build.log" 2>&1 ) &
   done
 fi
 if has build; then
@@ -52,20 +52,31 @@ if has build; then
     python3 tools/sass_summary.py /tmp/ac4k_sass.txt | tee -a "$LOG"
   fi
 fi
-has test && stage test python3 -m pytest tests/gpu -q -rs ${PYTEST_ARGS:-}
+# TEST_K: a pytest -k expression; TEST_TIMEOUT cuts off a hang (a kernel waiting on a barrier).
+has test && stage test timeout ${TEST_TIMEOUT:-1500} python3 -m pytest tests/gpu -q -rs -k "${TEST_K:-}" ${PYTEST_ARGS:-}
 # torch.compile and the fp64 S=8192 reference under the sanitizer take minutes and check nothing of
 # ours: leave them out there. racecheck on one attention case (shared memory of the TMA pipeline).
 has sanitize && stage sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --target-processes all \
   python3 -m pytest tests/gpu -q -k "not compile and not s8192 and not never_released and not device_grid" -x ${PYTEST_ARGS:-}
 has sanitize && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
   python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
-has bench && stage bench python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
+has bench && stage bench timeout ${BENCH_TIMEOUT:-1500} python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 has main && stage main python3 -m ac4k_kernel
 if has variants; then
   wait  # the variant builds
+  # WAIT_FOR: a file that something started beside this script (an anchor's build) touches when done;
+  # waited for up to WAIT_MAX seconds so that the variant rows are timed beside it.
+  if [ -n "${WAIT_FOR:-}" ]; then
+    t0=$SECONDS; while [ ! -e "$WAIT_FOR" ] && (( SECONDS - t0 < ${WAIT_MAX:-240} )); do sleep 2; done
+    echo "=== waited $((SECONDS - t0)) s for $WAIT_FOR" | tee -a "$LOG"
+  fi
   for pf in tools/variants/*.patch; do
     [ -f "$pf" ] || continue
     name=$(basename "$pf" .patch)
+    # A variant is timed only after its attention tests pass (a hang is cut off by the timeout).
+    PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_${name}_test" \
+      timeout ${VARIANT_TEST_TIMEOUT:-240} python3 -m pytest tests/gpu/test_attention.py -q -x -p no:cacheprovider \
+      -k "${VARIANT_TEST_K:-not s8192 and not compile}" || continue
     PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_$name" \
       python3 bench/run.py ${VARIANT_BENCH:---only attention --ours-only} --json "$OUT/var_$name.json"
   done

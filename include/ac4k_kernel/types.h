@@ -139,6 +139,10 @@ struct Mha8bitParams {
   float* lse = nullptr;  // optional [B, Hq, Sq], natural log, of the smoothed-K scores
   float sm_scale = 0.f;
   bool causal = false;
+  // Optional: q is rotated by rope3d (token s of sample b at its (f, h, w) position) on its way into
+  // the kernel's quantization, the rotated values rounded to q's dtype exactly as rope3d writes them.
+  bool rope = false;
+  RopeFreqs rope_freqs;
 };
 
 // mha_bf16_fwd: unquantized attention on 16-bit tensor cores (reference.attention_bf16). q, k, v

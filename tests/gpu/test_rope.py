@@ -371,21 +371,41 @@ def test_quantize_attention_kv_rope_fused(B, S, H, D, grids, max_pos, layout, fo
         assert torch.equal(_bits(a), _bits(b)), name
 
 
-@pytest.mark.parametrize("layout", ["BNHD", "BHND"])
-def test_attention_rope(layout):
-    """attention(..., rope=(grid_sizes, freqs)) equals attention on rope3d(q), rope3d(k), bit for bit."""
-    B, S, H, D, grids = 2, 777, 4, 128, [[3, 16, 16], [2, 20, 19]]
-    freqs = ref.rope3d_freqs(64, D).cuda()
-    g = torch.Generator(device="cuda").manual_seed(1)
-    shape = (B, S, H, D) if layout == "BNHD" else (B, H, S, D)
-    q, k, v = (torch.randn(shape, device="cuda", generator=g).to(torch.bfloat16) for _ in range(3))
-    got = ac4k_kernel.attention(q, k, v, layout=layout, rope=(grids, freqs))
-    qr, kr = (_bnhd(ac4k_kernel.rope3d(_bnhd(x, layout), grids, freqs), layout) for x in (q, k))
-    want = ac4k_kernel.attention(qr, kr, v, layout=layout)
+ATT_ROPE = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal, grids, form, grid_on_gpu
+    (2, 777, 777, 4, 2, 128, "BNHD", False, [[3, 16, 16], [2, 20, 19]], "complex128", False),  # GQA, copied tails
+    (2, 777, 777, 4, 4, 128, "BHND", True, [[3, 16, 16], [2, 20, 19]], "complex64", True),
+    (1, 300, 500, 2, 1, 64, "BNHD", False, [[2, 10, 14]], "cos_sin", False),  # Sq != Sk, MQA, D = 64
+    (1, 1100, 1100, 2, 2, 64, "BHND", True, [[4, 16, 17]], "complex128", True),
+]
+
+
+@pytest.mark.parametrize("precision", ["int8+fp8e4m3", "fp8e4m3", "bf16"])
+@pytest.mark.parametrize("B,Sq,Sk,Hq,Hkv,D,layout,causal,grids,form,grid_on_gpu", ATT_ROPE)
+def test_attention_rope(B, Sq, Sk, Hq, Hkv, D, layout, causal, grids, form, grid_on_gpu, precision):
+    """attention(..., rope=(grid_sizes, freqs)) equals attention on rope3d(q), rope3d(k), bit for bit
+    (o and lse): the 8-bit precisions rotate q inside the attention kernel and k inside the K / V pass."""
+    freqs, table = _freqs_forms(64, D)[form]
+    g = torch.Generator(device="cuda").manual_seed(Sq + Sk + D)
+    shape = lambda S, H: (B, S, H, D) if layout == "BNHD" else (B, H, S, D)
+    q = torch.randn(shape(Sq, Hq), device="cuda", generator=g).to(torch.bfloat16)
+    k = (torch.randn(shape(Sk, Hkv), device="cuda", generator=g) + 2.0).to(torch.bfloat16)
+    v = torch.randn(shape(Sk, Hkv), device="cuda", generator=g).to(torch.bfloat16)
+    gs = torch.tensor(grids, dtype=torch.int64, device="cuda" if grid_on_gpu else "cpu")
+    out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
+    got, lse = ac4k_kernel.attention(q, k, v, layout=layout, causal=causal, precision=precision, return_lse=True,
+                                     out=out, rope=(gs, freqs))
+    assert got.data_ptr() == out.data_ptr()
+    qr, kr = (_bnhd(ac4k_kernel.rope3d(_bnhd(x, layout), gs, freqs), layout) for x in (q, k))
+    want, want_lse = ac4k_kernel.attention(qr, kr, v, layout=layout, causal=causal, precision=precision,
+                                           return_lse=True)
     assert torch.equal(got, want)
-    exact = ref.attention_exact(_bnhd(ref.rope3d(_bnhd(q, layout).cpu(), grids, freqs.cpu()), layout).cuda(),
-                                _bnhd(ref.rope3d(_bnhd(k, layout).cpu(), grids, freqs.cpu()), layout).cuda(), v,
-                                layout=layout)
+    assert torch.equal(lse, want_lse)
+    assert torch.equal(ac4k_kernel.attention(q, k, v, layout=layout, causal=causal, precision=precision,
+                                             rope=(gs, freqs)), want)
+    if causal:
+        return
+    exact = ref.attention_exact(*(_bnhd(ref.rope3d(_bnhd(x, layout).cpu(), grids, table), layout).cuda() for x in (q, k)),
+                                v, layout=layout)
     cos = torch.nn.functional.cosine_similarity(got.double().flatten(), exact.double().flatten(), dim=0).item()
     assert cos >= 0.998, cos
 

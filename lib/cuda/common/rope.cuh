@@ -84,16 +84,41 @@ __device__ __forceinline__ bool rope_grid(const RopeFreqs& p, int64_t b, int64_t
 }
 
 // 8 elements (pairs pair0 .. pair0 + 3) of token s, rotated; the multipliers come from the table
-// (L2-resident) one pair at a time.
+// (L1 / L2-resident) one pair at a time. The token's axis positions take two divisions once (per
+// pair they were a third of the fused K pass's instructions) and the table form is chosen once.
 template <typename T>
-__device__ __forceinline__ uint4 rope8(const uint4& u, const RopeFreqs& p, uint32_t s, int pair0, uint32_t hw,
-                                       uint32_t gh, uint32_t gw) {
+__device__ __forceinline__ uint4 rope8(const uint4& u, const RopeFreqs& p, uint32_t s, int pair0, uint32_t gh,
+                                       uint32_t gw) {
+  const uint32_t sw = s / gw, pf = sw / gh, ph = sw - pf * gh, pw = s - sw * gw;
   float a[8];
   unpack8<T>(u, a);
+  float4 m[4];
+  // Element offset of (the pair's axis position, pair) in a table of row pitch ld.
+  auto at = [&](int pair, int64_t ld) {
+    return (pair < p.split0 ? int64_t(pf) * ld : pair < p.split1 ? int64_t(ph) * ld : int64_t(pw) * ld) + pair;
+  };
+  if (p.table == RopeTable::Complex128) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const double2 z = static_cast<const double2*>(p.freqs)[at(pair0 + e, p.freqs_ld)];
+      const float c = __double2float_rn(z.x), sn = __double2float_rn(z.y);
+      m[e] = make_float4(c, sn, __double2float_rn(z.x - double(c)), __double2float_rn(z.y - double(sn)));
+    }
+  } else if (p.table == RopeTable::Complex64) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 z = static_cast<const float2*>(p.freqs)[at(pair0 + e, p.freqs_ld)];
+      m[e] = make_float4(z.x, z.y, 0.f, 0.f);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      m[e] = make_float4(static_cast<const float*>(p.freqs)[at(pair0 + e, p.freqs_ld)],
+                         p.sin[at(pair0 + e, p.sin_ld)], 0.f, 0.f);
+  }
   uint32_t w[4];
 #pragma unroll
-  for (int e = 0; e < 4; ++e)
-    w[e] = rotate_pair_bits<T>(a[2 * e], a[2 * e + 1], load_mult(p, rope_pos(p, pair0 + e, s, hw, gh, gw), pair0 + e));
+  for (int e = 0; e < 4; ++e) w[e] = rotate_pair_bits<T>(a[2 * e], a[2 * e + 1], m[e]);
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 

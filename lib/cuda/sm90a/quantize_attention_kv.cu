@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(kThreads, kRope ? 2 : 3)
       n_rot = gf * gh * gw;
     }
     auto rotate = [&](const uint4& u, int64_t s) {
-      return rope8<T>(u, p.rope_freqs, uint32_t(s), c * 4, uint32_t(gh * gw), uint32_t(gh), uint32_t(gw));
+      return rope8<T>(u, p.rope_freqs, uint32_t(s), c * 4, uint32_t(gh), uint32_t(gw));
     };
 
     // Pass 1: this CTA's column sums (K) or absmax (V, on packed pairs): the uncached tiles from

@@ -77,10 +77,12 @@ def _register() -> None:
                     v.new_empty((B, Hkv, D, (Sk + 127) // 128 * 128), dtype=torch.float8_e4m3fn),
                     v.new_empty((B, Hkv, D), **f32)]
 
-        def _mha(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse):
+        def _mha(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, grid_sizes=None, freqs=None,
+                 sin=None):
             return q.new_empty(q.shape), _lse(q, layout, return_lse)
 
-        def _mha_out(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, out):
+        def _mha_out(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, out, grid_sizes=None,
+                     freqs=None, sin=None):
             return _lse(q, layout, return_lse)
 
         for name in ("mha_int8_x_fp8_fwd", "mha_fp8_fwd"):
