@@ -54,11 +54,9 @@ __device__ __forceinline__ uint32_t rope_pos(const RopeFreqs& p, int pair, uint3
 // raises "device-side assert triggered".
 __device__ __forceinline__ void rope_fail(const char* msg) { __assert_fail(msg, __FILE__, __LINE__, "rope3d"); }
 
-// Sample b's grid (f, h, w); GPU grid sizes are checked here, where they are (no host sync), host
-// ones by the binding. Returns false (after a device assert) on a bad grid; the conditions are the
-// same for a whole CTA, so it leaves together.
-__device__ __forceinline__ bool rope_grid(const RopeFreqs& p, int64_t b, int64_t S, int64_t& f, int64_t& gh,
-                                          int64_t& gw) {
+// Sample b's grid (f, h, w) as given (GPU or host copy), and whether it is valid for x's S tokens.
+__device__ __forceinline__ int rope_grid_read(const RopeFreqs& p, int64_t b, int64_t S, int64_t& f, int64_t& gh,
+                                              int64_t& gw) {
   if (p.grid_sizes != nullptr) {
     f = p.grid_sizes[3 * b];
     gh = p.grid_sizes[3 * b + 1];
@@ -68,19 +66,24 @@ __device__ __forceinline__ bool rope_grid(const RopeFreqs& p, int64_t b, int64_t
     gh = p.host_grid[3 * b + 1];
     gw = p.host_grid[3 * b + 2];
   }
-  if (f < 0 || gh < 0 || gw < 0) {
-    rope_fail("rope3d: grid_sizes has a negative size");
-    return false;
+  if (f < 0 || gh < 0 || gw < 0) return 1;
+  if (f > p.max_pos || gh > p.max_pos || gw > p.max_pos) return 2;
+  if (f * gh > S || f * gh * gw > S) return 3;  // each factor <= max_pos < 2^31: no overflow
+  return 0;
+}
+
+// Sample b's grid; GPU grid sizes are checked here, where they are (no host sync), host ones by
+// the binding. Returns false (after a device assert) on a bad grid; the conditions are the same for
+// a whole CTA, so it leaves together. (Kernels with wgmma cannot call this: a call in them makes
+// ptxas serialize every wgmma; they use rope_grid_read and trap.)
+__device__ __forceinline__ bool rope_grid(const RopeFreqs& p, int64_t b, int64_t S, int64_t& f, int64_t& gh,
+                                          int64_t& gw) {
+  switch (rope_grid_read(p, b, S, f, gh, gw)) {
+    case 1: rope_fail("rope3d: grid_sizes has a negative size"); return false;
+    case 2: rope_fail("rope3d: grid_sizes needs more positions than freqs has (a size > max_pos)"); return false;
+    case 3: rope_fail("rope3d: grid_sizes covers more tokens than x has (f*h*w > S)"); return false;
+    default: return true;
   }
-  if (f > p.max_pos || gh > p.max_pos || gw > p.max_pos) {
-    rope_fail("rope3d: grid_sizes needs more positions than freqs has (a size > max_pos)");
-    return false;
-  }
-  if (f * gh > S || f * gh * gw > S) {  // each factor <= max_pos < 2^31: no overflow
-    rope_fail("rope3d: grid_sizes covers more tokens than x has (f*h*w > S)");
-    return false;
-  }
-  return true;
 }
 
 // 8 elements (pairs pair0 .. pair0 + 3) of token s, rotated; the multipliers come from the table

@@ -282,9 +282,11 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
   qrows.load(static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
              int64_t(m_blk) * kBlockM + warp * 16, lane);
   if constexpr (kRope) {
-    // A bad GPU grid stops the kernel in rope_grid (device assert); no row is rotated then.
+    // A bad GPU grid traps (no message: an assert's call would serialize the wgmmas, see rope.cuh);
+    // attention() meets it first in the K / V pass, which says what is wrong.
     int64_t gf = 0, gh = 0, gw = 0;
-    const int64_t n_rot = rope_grid(p.rope_freqs, b, qv.S, gf, gh, gw) ? gf * gh * gw : 0;
+    if (rope_grid_read(p.rope_freqs, b, qv.S, gf, gh, gw) != 0) __trap();
+    const int64_t n_rot = gf * gh * gw;
     qrows.template rotate<T>(p.rope_freqs, n_rot, int64_t(m_blk) * kBlockM + warp * 16, lane, uint32_t(gh),
                              uint32_t(gw));
   }
