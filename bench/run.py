@@ -1,6 +1,6 @@
 """One benchmark runner: each ac4k op against what a user would call instead, in one run.
 
-    python bench/run.py [--only quantize] [--json results.json] [--iters 50] [--ours-only] [--impl bf16]
+    python bench/run.py [--only quantize,linear] [--json results.json] [--iters 50] [--ours-only] [--impl bf16]
 
 Prints a table (op, shape, impl, time, ratio to ours, TFLOPS or GB/s vs the measured copy
 bandwidth) and writes the same figures as JSON. Timings: CUDA events after warm-up, median.
@@ -320,9 +320,62 @@ def bench_rope(iters: int):
     return rows
 
 
+def bench_linear(iters: int):
+    """linear at Wan 14B's shapes (bf16 x [M, K], weight [N, K], bf16 bias): our gemm_fp8 kernel alone
+    (x pre-quantized), our linear() whole call (with the per-token quantization of x), bf16
+    F.linear (cuBLAS), torch._scaled_mm FP8 row-wise (per-token x, per-channel W; the same inputs as
+    our kernel) with use_fast_accum False and True. TFLOPS = 2 M N K / time."""
+    if "gemm_fp8" not in ac4k_kernel.get_info()["ops"]:
+        print("linear: this build has no gemm_fp8 kernel; skipped")
+        return []
+    rows = []
+    for M in (1024, 32760):
+        for K, N in ((5120, 5120), (5120, 13824), (13824, 5120)):
+            x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+            w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
+            bias = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+            wq = ac4k_kernel.quantize_weight(w)
+            xq = ac4k_kernel.quantize(x, precision="fp8e4m3")
+            a, sa, b, sb = xq.values, xq.scales, wq.values, wq.scales
+            flops = 2 * M * N * K
+
+            def scaled_mm(fast):
+                return lambda: torch._scaled_mm(a, b.t(), scale_a=sa[:, None], scale_b=sb[None, :], bias=bias,
+                                                out_dtype=torch.bfloat16, use_fast_accum=fast)
+
+            impls = {
+                "ac4k gemm_fp8 kernel only": lambda: torch.ops.ac4k.gemm_fp8(a, sa, b, sb, bias, torch.bfloat16),
+                "ac4k linear() whole call": lambda: ac4k_kernel.linear(x, wq, bias),
+                "torch bf16 F.linear": lambda: torch.nn.functional.linear(x, w, bias),
+                "torch._scaled_mm rowwise": scaled_mm(False),
+                "torch._scaled_mm rowwise fast_accum": scaled_mm(True),
+            }
+            if OURS_ONLY:
+                impls = {k: f for k, f in impls.items() if k.startswith("ac4k")}
+            times, outs = {}, {}
+            for name, fn in impls.items():
+                try:
+                    outs[name] = fn()
+                    times[name] = time_cuda(fn, warmup=5, iters=iters)
+                except Exception as e:  # an anchor that refuses the shape is reported, not fatal
+                    print(f"{name} at M={M} K={K} N={N}: {type(e).__name__}: {str(e)[:150]}")
+            # Agreement with the same-input FP8 anchor (the kernel's own accuracy is in tests/gpu/test_linear.py).
+            mine, anchor = outs.get("ac4k gemm_fp8 kernel only"), outs.get("torch._scaled_mm rowwise")
+            if mine is not None and anchor is not None:
+                rel = ((mine.float() - anchor.float()).norm() / anchor.float().norm()).item()
+                print(f"linear M={M} K={K} N={N}: gemm_fp8 vs _scaled_mm rowwise rel L2 {rel:.2e}")
+            base = times.get("ac4k gemm_fp8 kernel only")
+            for name, ms in times.items():
+                rows.append({"op": "linear fp8e4m3" if name.startswith("ac4k") else "linear",
+                             "shape": f"M{M} K{K} N{N}", "impl": name, "ms": ms,
+                             "vs_ours": ms / base if base else 0.0, "tflops": flops / ms / 1e9})
+            del x, w, wq, xq, a, b, outs
+    return rows
+
+
 BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy": bench_accuracy,
-           "rope": bench_rope}
-OURS_ONLY = False  # --ours-only: attention rows of ac4k alone (comparing builds of ac4k)
+           "rope": bench_rope, "linear": bench_linear}
+OURS_ONLY = False  # --ours-only: attention / linear rows of ac4k alone (comparing builds of ac4k)
 IMPL_FILTER = ""  # --impl: attention / accuracy rows whose impl name contains this
 HAS_BF16 = "mha_bf16_fwd" in ac4k_kernel.get_info()["ops"]
 

@@ -673,6 +673,95 @@ at::Tensor rope3d(const at::Tensor& x, const at::Tensor& grid_sizes, const at::T
   return out;
 }
 
+// ------------------------------------------------------------------------------ gemm_fp8
+
+// An E4M3 operand [rows, K] read by TMA: a contiguous last dim, 16-byte aligned rows.
+void check_gemm_operand(const at::Tensor& t, const char* op, const char* name) {
+  check_cuda_tensor(t, op, name);
+  TORCH_CHECK(t.scalar_type() == at::kFloat8_e4m3fn, "ac4k::", op, ": ", name, " must be float8_e4m3fn, got ",
+              c10::toString(t.scalar_type()));
+  TORCH_CHECK(t.dim() == 2, "ac4k::", op, ": ", name, " must be 2-D, got shape ", shape_str(t.sizes()));
+  TORCH_CHECK(t.size(1) >= 16 && t.size(1) % 16 == 0, "ac4k::", op, ": ", name,
+              "'s K (last dim) must be a positive multiple of 16 (TMA needs 16-byte aligned rows), got ",
+              std::to_string(t.size(1)));
+  TORCH_CHECK(t.stride(1) == 1 && (t.size(0) <= 1 || t.stride(0) % 16 == 0) &&
+                  reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0,
+              "ac4k::", op, ": ", name, " needs a contiguous last dim, a row stride that is a multiple of 16 and a "
+              "16-byte aligned data pointer, got strides ", shape_str(t.strides()), "; call .contiguous()");
+}
+
+void check_gemm_vector(const at::Tensor& t, int64_t n, const at::Tensor& a, const char* op, const char* name,
+                       bool any_float) {
+  check_cuda_tensor(t, op, name);
+  check_same_device(a, t, op, name);
+  const auto d = t.scalar_type();
+  TORCH_CHECK(any_float ? (d == at::kFloat || d == at::kBFloat16 || d == at::kHalf) : d == at::kFloat, "ac4k::", op,
+              ": ", name, any_float ? " must be float32, bfloat16 or float16" : " must be float32", ", got ",
+              c10::toString(d));
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "ac4k::", op, ": ", name, " must have shape [", std::to_string(n),
+              "], got ", shape_str(t.sizes()));
+  TORCH_CHECK(t.is_contiguous(), "ac4k::", op, ": ", name, " must be contiguous");
+}
+
+// out [M, N] = (a [M, K] . b [N, K]^T) * a_scale[m] * b_scale[n] + bias[n]; a, b E4M3, out bf16 / fp16.
+void gemm_fp8_out(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b, const at::Tensor& b_scale,
+                  const c10::optional<at::Tensor>& bias, at::Tensor& out) {
+  const char* op = "gemm_fp8";
+  check_gemm_operand(a, op, "a");
+  check_gemm_operand(b, op, "b");
+  check_same_device(a, b, op, "b");
+  const int64_t M = a.size(0), N = b.size(0), K = a.size(1);
+  TORCH_CHECK(b.size(1) == K, "ac4k::", op, ": a is ", shape_str(a.sizes()), " and b is ", shape_str(b.sizes()),
+              "; both must be [rows, K] with the same K");
+  check_gemm_vector(a_scale, M, a, op, "a_scale", false);
+  check_gemm_vector(b_scale, N, a, op, "b_scale", false);
+  if (bias.has_value()) check_gemm_vector(*bias, N, a, op, "bias", true);
+  check_cuda_tensor(out, op, "out");
+  check_same_device(a, out, op, "out");
+  TORCH_CHECK(out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kHalf, "ac4k::", op,
+              ": out must be bfloat16 or float16, got ", c10::toString(out.scalar_type()));
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N, "ac4k::", op, ": out must have shape [",
+              std::to_string(M), ", ", std::to_string(N), "], got ", shape_str(out.sizes()));
+  TORCH_CHECK(N <= 1 || out.stride(1) == 1, "ac4k::", op, ": out needs a contiguous last dim");
+  TORCH_CHECK(M <= 1 || out.stride(0) >= N, "ac4k::", op, ": out's rows overlap (row stride < N)");
+
+  c10::cuda::CUDAGuard guard(a.device());
+  ac4k::GemmFp8Params p;
+  p.a = a.data_ptr();
+  p.b = b.data_ptr();
+  p.a_scale = a_scale.data_ptr<float>();
+  p.b_scale = b_scale.data_ptr<float>();
+  if (bias.has_value()) {
+    p.bias = bias->data_ptr();
+    p.bias_dtype = to_ac4k(bias->scalar_type());
+  }
+  p.out = out.data_ptr();
+  p.out_dtype = to_ac4k(out.scalar_type());
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.lda = M <= 1 ? K : a.stride(0);
+  p.ldb = N <= 1 ? K : b.stride(0);
+  p.ldo = M <= 1 ? N : out.stride(0);
+  const cudaError_t err = ac4k::gemm_fp8(p, c10::cuda::getCurrentCUDAStream(a.device().index()).stream());
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
+              ": not supported for these shapes (K a multiple of 16, 16-byte aligned operand rows, M and N below 2^31)");
+  check_cuda_call(err, op);
+}
+
+at::Tensor gemm_fp8(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b, const at::Tensor& b_scale,
+                    const c10::optional<at::Tensor>& bias, c10::optional<at::ScalarType> out_dtype) {
+  const char* op = "gemm_fp8";
+  check_gemm_operand(a, op, "a");
+  check_gemm_operand(b, op, "b");
+  const at::ScalarType dt = out_dtype.value_or(at::kBFloat16);
+  TORCH_CHECK(dt == at::kBFloat16 || dt == at::kHalf, "ac4k::", op, ": out_dtype must be bfloat16 or float16, got ",
+              c10::toString(dt));
+  at::Tensor out = at::empty({a.size(0), b.size(0)}, a.options().dtype(dt));
+  gemm_fp8_out(a, a_scale, b, b_scale, bias, out);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(ac4k, m) {
@@ -704,6 +793,9 @@ TORCH_LIBRARY(ac4k, m) {
         " -> (Tensor, Tensor)");
   m.def("mha_bf16_fwd_out(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse,"
         " Tensor(a!) out) -> Tensor");
+  m.def("gemm_fp8(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias=None, ScalarType? out_dtype=None)"
+        " -> Tensor");
+  m.def("gemm_fp8_out(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
@@ -722,6 +814,8 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("mha_fp8_fwd_out", &mha_8bit_fwd_out<true>);
   m.impl("mha_bf16_fwd", &mha_bf16_fwd);
   m.impl("mha_bf16_fwd_out", &mha_bf16_fwd_out);
+  m.impl("gemm_fp8", &gemm_fp8);
+  m.impl("gemm_fp8_out", &gemm_fp8_out);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -29,5 +29,8 @@ cudaError_t mha_fp8_fwd(const Mha8bitParams& params, cudaStream_t stream);
 // Attention in bf16 / fp16 on tensor cores, no quantization (FP32 softmax and accumulation);
 // reference.attention_bf16.
 cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream);
+// FP8 E4M3 GEMM with per-row (A) and per-column (B) scales and an optional bias;
+// out = (A B^T) * a_scale * b_scale + bias (types.h GemmFp8Params).
+cudaError_t gemm_fp8(const GemmFp8Params& params, cudaStream_t stream);
 
 }  // namespace ac4k

@@ -160,4 +160,23 @@ struct MhaBf16Params {
   bool causal = false;   // bottom-right aligned: query i sees keys j <= i + Sk - Sq
 };
 
+// gemm_fp8 (ac4k_kernel.reference.linear_fp8 after the activation quantization):
+//   out[m, n] = float(sum_k a[m, k] * b[n, k]) * a_scale[m] * b_scale[n] + bias[n]
+// a: E4M3 [M, K] (the per-token quantized activations), b: E4M3 [N, K] (the weight as stored,
+// K-major); both read by TMA, so their row strides (lda, ldb, in bytes = elements) must be
+// multiples of 16 and the pointers 16-byte aligned, hence K % 16 == 0. out: [M, N] bf16 / fp16
+// with row stride ldo (elements); any M, N >= 1.
+struct GemmFp8Params {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const float* a_scale = nullptr;  // [M]
+  const float* b_scale = nullptr;  // [N]
+  const void* bias = nullptr;      // [N] or null
+  ScalarType bias_dtype = ScalarType::BFloat16;  // bf16, fp16 or fp32
+  void* out = nullptr;
+  ScalarType out_dtype = ScalarType::BFloat16;   // bf16 or fp16
+  int64_t M = 0, N = 0, K = 0;
+  int64_t lda = 0, ldb = 0, ldo = 0;
+};
+
 }  // namespace ac4k

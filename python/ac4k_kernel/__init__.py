@@ -10,6 +10,8 @@ from . import reference
 from .ops import attention, dequantize, linear, quantize, quantize_weight, rope3d
 from .reference.quant import QuantizedTensor
 from .patch import patch_sdpa, sdpa_patch_stats, sdpa_patched, unpatch_sdpa
+from . import nn
+from .nn import quantize_linear_
 
 _check_gpu_matches()  # once, at import: a wrong-arch build fails here, not in every call
 
@@ -38,4 +40,4 @@ def get_info() -> dict:
 
 __all__ = ["__version__", "get_backend", "get_arch", "get_info", "attention", "quantize", "dequantize",
            "rope3d", "linear", "quantize_weight", "QuantizedTensor", "reference", "patch_sdpa", "unpatch_sdpa",
-           "sdpa_patched", "sdpa_patch_stats"]
+           "sdpa_patched", "sdpa_patch_stats", "nn", "quantize_linear_"]

@@ -83,6 +83,23 @@ def _attention_rows(ops: set):
     return rows
 
 
+def _linear_rows(ops: set):
+    if "gemm_fp8" not in ops:
+        return []
+    M, K, N = S, 5120, 5120  # a Wan 14B projection over the 32760 tokens
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
+    b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+    wq = ac4k_kernel.quantize_weight(w)
+    ours = time_cuda(lambda: ac4k_kernel.linear(x, wq, b), warmup=3, iters=20)
+    alt = time_cuda(lambda: torch.nn.functional.linear(x, w, b), warmup=3, iters=20)
+    y, r = ac4k_kernel.linear(x, wq, b).float(), torch.nn.functional.linear(x, w, b).float()
+    cos = torch.nn.functional.cosine_similarity(y.flatten(), r.flatten(), dim=0).item()
+    rel = ((y - r).norm() / r.norm()).item()
+    return [_row("linear fp8e4m3 (whole call)", f"{M}x{K} @ {N}x{K}^T bf16", ours, "torch F.linear (bf16)", alt,
+                 f"{2 * M * N * K / ours / 1e9:.0f} TFLOPS", f"vs bf16: cos {cos:.5f}, rel L2 {rel:.4f}")]
+
+
 def main() -> int:
     info = _print_info()
     if info["extension_error"]:
@@ -98,6 +115,7 @@ def main() -> int:
     ops = set(info["ops"])
     rows += _quantize_rows(bw, ops)
     rows += _attention_rows(ops)
+    rows += _linear_rows(ops)
     head = ["op", "shape", "ours (us)", "alternative", "alt (us)", "speed-up", "throughput", "accuracy"]
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:

@@ -31,6 +31,13 @@ __device__ __forceinline__ void tma_prefetch_desc(const CUtensorMap* map) {
 // The shared::cluster form (PTX 8.0) is the classic one; a CTA's own smem address is valid there.
 // dst: 128 B aligned, 1024 B for SWIZZLE_128B (the swizzle pattern repeats every 1024 B).
 // One function per rank the kernels use.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, uint64_t* bar,
+                                            int32_t c0, int32_t c1) {
+  const int32_t c[2] = {c0, c1};
+  cuda::ptx::cp_async_bulk_tensor(cuda::ptx::space_cluster, cuda::ptx::space_global, dst, map, c,
+                                  bar);
+}
+
 __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar,
                                             int32_t c0, int32_t c1, int32_t c2) {
   const int32_t c[3] = {c0, c1, c2};

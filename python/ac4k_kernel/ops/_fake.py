@@ -99,6 +99,15 @@ def _register() -> None:
         def _mha_bf16_out(q, k, v, layout, causal, sm_scale, return_lse, out):
             return _lse(q, layout, return_lse)
 
+    if "gemm_fp8" in ops:
+        @torch.library.register_fake("ac4k::gemm_fp8")
+        def _gemm_fp8(a, a_scale, b, b_scale, bias=None, out_dtype=None):
+            return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype or torch.bfloat16)
+
+        @torch.library.register_fake("ac4k::gemm_fp8_out")
+        def _gemm_fp8_out(a, a_scale, b, b_scale, bias, out):
+            return None
+
     if "rope3d" in ops:
         @torch.library.register_fake("ac4k::rope3d")
         def _rope(x, grid_sizes, freqs, sin=None):

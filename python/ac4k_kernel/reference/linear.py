@@ -10,7 +10,7 @@ import torch
 
 from .quant import QuantizedTensor, dequantize, quantize_fp8, quantize_nvfp4
 
-__all__ = ["linear_fp8", "linear_nvfp4", "quantize_weight_fp8", "quantize_weight_nvfp4"]
+__all__ = ["gemm_fp8", "linear_fp8", "linear_nvfp4", "quantize_weight_fp8", "quantize_weight_nvfp4"]
 
 
 def _check_weight(w: torch.Tensor) -> None:
@@ -49,6 +49,21 @@ def _check_linear(x, wq, bias, precision):
     return N, K
 
 
+def gemm_fp8(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor,
+             bias: Optional[torch.Tensor] = None, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The GEMM of `linear_fp8` (torch.ops.ac4k.gemm_fp8): a [M, K] and b [N, K] float8_e4m3fn,
+    a_scale [M] and b_scale [N] float32, bias [N] (any float dtype) or None:
+
+        out[m, n] = float32(sum_k float(a[m, k]) * float(b[n, k])) * a_scale[m] * b_scale[n] + bias[n]
+    in fp32, left to right; the dot is exact (e4m3 products summed in fp64) and rounded once.
+    """
+    dot = (a.double() @ b.double().T).float()
+    y = dot * a_scale.float().unsqueeze(-1) * b_scale.float()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(out_dtype)
+
+
 def linear_fp8(x: torch.Tensor, wq: QuantizedTensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """FP8 linear: per-token x scales times per-output-channel W scales.
 
@@ -61,11 +76,10 @@ def linear_fp8(x: torch.Tensor, wq: QuantizedTensor, bias: Optional[torch.Tensor
     if wq.granularity != "per_token":
         raise ValueError(f"fp8 weight must be quantized per output channel (per_token), got {wq.granularity!r}")
     xq = quantize_fp8(x, "per_token")
-    dot = (xq.values.double() @ wq.values.double().T).float()
-    y = dot * xq.scales.unsqueeze(-1) * wq.scales
-    if bias is not None:
-        y = y + bias.float()
-    return y.to(torch.float16 if x.dtype == torch.float16 else torch.bfloat16)
+    N, K = wq.shape
+    y = gemm_fp8(xq.values.reshape(-1, K), xq.scales.reshape(-1), wq.values, wq.scales, bias,
+                 torch.float16 if x.dtype == torch.float16 else torch.bfloat16)
+    return y.reshape(*x.shape[:-1], N)
 
 
 def linear_nvfp4(x: torch.Tensor, wq: QuantizedTensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
