@@ -1,6 +1,6 @@
 """One benchmark runner: each ac4k op against what a user would call instead, in one run.
 
-    python bench/run.py [--only quantize,linear] [--json results.json] [--iters 50] [--ours-only] [--impl bf16]
+    python bench/run.py [--only quantize,linear,linear_nvfp4] [--json results.json] [--iters 50] [--ours-only] [--impl bf16]
 
 Prints a table (op, shape, impl, time, ratio to ours, TFLOPS or GB/s vs the measured copy
 bandwidth) and writes the same figures as JSON. Timings: CUDA events after warm-up, median.
@@ -373,8 +373,58 @@ def bench_linear(iters: int):
     return rows
 
 
+def bench_linear_nvfp4(iters: int):
+    """linear(precision="nvfp4") at Wan 14B's shapes and M in {1, 16, 64, 1024, 32760} (small M is its
+    point: 4x fewer weight bytes than bf16): our gemm_nvfp4 kernel alone (x pre-quantized), our linear()
+    whole call (with quantize_nvfp4 of x, global scale on the GPU), bf16 F.linear and torch._scaled_mm
+    FP8 row-wise. TFLOPS = 2 M N K / time."""
+    if "gemm_nvfp4" not in ac4k_kernel.get_info()["ops"]:
+        print("linear nvfp4: this build has no gemm_nvfp4 kernel; skipped")
+        return []
+    rows = []
+    for M in (1, 16, 64, 1024, 32760):
+        for K, N in ((5120, 5120), (5120, 13824), (13824, 5120)):
+            x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+            w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
+            bias = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+            wq = ac4k_kernel.quantize_weight(w, precision="nvfp4")
+            xq = ac4k_kernel.quantize(x, precision="nvfp4")
+            args = (xq.values, xq.scales, xq.global_scale, wq.values, wq.scales, wq.global_scale, bias)
+            w8 = ac4k_kernel.quantize_weight(w)
+            x8 = ac4k_kernel.quantize(x, precision="fp8e4m3")
+            impls = {
+                "ac4k gemm_nvfp4 kernel only": lambda: torch.ops.ac4k.gemm_nvfp4(*args, torch.bfloat16),
+                "ac4k linear(nvfp4) whole call": lambda: ac4k_kernel.linear(x, wq, bias),
+                "torch bf16 F.linear": lambda: torch.nn.functional.linear(x, w, bias),
+                "torch._scaled_mm rowwise": lambda: torch._scaled_mm(
+                    x8.values, w8.values.t(), scale_a=x8.scales[:, None], scale_b=w8.scales[None, :], bias=bias,
+                    out_dtype=torch.bfloat16),
+            }
+            if OURS_ONLY:
+                impls = {k: f for k, f in impls.items() if k.startswith("ac4k")}
+            times, outs = {}, {}
+            for name, fn in impls.items():
+                try:
+                    outs[name] = fn()
+                    times[name] = time_cuda(fn, warmup=5, iters=iters)
+                except Exception as e:
+                    print(f"{name} at M={M} K={K} N={N}: {type(e).__name__}: {str(e)[:150]}")
+            mine, exact = outs.get("ac4k gemm_nvfp4 kernel only"), outs.get("torch bf16 F.linear")
+            if mine is not None and exact is not None:
+                rel = ((mine.float() - exact.float()).norm() / exact.float().norm()).item()
+                print(f"linear nvfp4 M={M} K={K} N={N}: vs bf16 F.linear rel L2 {rel:.3f} (NVFP4 quantization, ~0.13)")
+            base = times.get("ac4k gemm_nvfp4 kernel only")
+            for name, ms in times.items():
+                rows.append({"op": "linear nvfp4" if name.startswith("ac4k") else "linear",
+                             "shape": f"M{M} K{K} N{N}", "impl": name, "ms": ms,
+                             "vs_ours": ms / base if base else 0.0, "tflops": 2 * M * N * K / ms / 1e9})
+            del x, w, wq, xq, w8, x8, args, outs
+    return rows
+
+
 BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy": bench_accuracy,
-           "rope": bench_rope, "linear": bench_linear}
+           "rope": bench_rope, "linear": bench_linear,
+           "linear_nvfp4": bench_linear_nvfp4}
 OURS_ONLY = False  # --ours-only: attention / linear rows of ac4k alone (comparing builds of ac4k)
 IMPL_FILTER = ""  # --impl: attention / accuracy rows whose impl name contains this
 HAS_BF16 = "mha_bf16_fwd" in ac4k_kernel.get_info()["ops"]

@@ -762,6 +762,104 @@ at::Tensor gemm_fp8(const at::Tensor& a, const at::Tensor& a_scale, const at::Te
   return out;
 }
 
+
+// ------------------------------------------------------------------------------ gemm_nvfp4
+
+// A packed NVFP4 operand: values uint8 [rows, K / 2] (8-byte aligned rows, contiguous last dim) and
+// plain E4M3 block scales [rows, K / 16] (contiguous last dim) and a float32 global scale of one
+// element, all on `ref`'s device. Returns K.
+int64_t check_nvfp4_operand(const at::Tensor& v, const at::Tensor& sf, const at::Tensor& gs, const at::Tensor& ref,
+                            const char* op, const char* name) {
+  const std::string n(name);
+  check_cuda_tensor(v, op, name);
+  check_same_device(ref, v, op, name);
+  TORCH_CHECK(v.scalar_type() == at::kByte, "ac4k::", op, ": ", n, " must be uint8 (packed E2M1, two values a byte), got ",
+              c10::toString(v.scalar_type()));
+  TORCH_CHECK(v.dim() == 2, "ac4k::", op, ": ", n, " must be 2-D [rows, K / 2], got shape ", shape_str(v.sizes()));
+  const int64_t K = v.size(1) * 2;
+  TORCH_CHECK(K >= 16 && K % 16 == 0, "ac4k::", op, ": ", n, "'s K (2 x its last dim) must be a positive multiple of 16, got ",
+              std::to_string(K));
+  TORCH_CHECK(v.stride(1) == 1 && (v.size(0) <= 1 || v.stride(0) % 8 == 0) &&
+                  reinterpret_cast<uintptr_t>(v.data_ptr()) % 8 == 0,
+              "ac4k::", op, ": ", n, " needs a contiguous last dim, a row stride that is a multiple of 8 and an 8-byte "
+              "aligned data pointer, got strides ", shape_str(v.strides()), "; call .contiguous()");
+  check_cuda_tensor(sf, op, (n + "_scales").c_str());
+  check_same_device(ref, sf, op, (n + "_scales").c_str());
+  TORCH_CHECK(sf.scalar_type() == at::kFloat8_e4m3fn, "ac4k::", op, ": ", n, "_scales must be float8_e4m3fn, got ",
+              c10::toString(sf.scalar_type()));
+  TORCH_CHECK(sf.dim() == 2 && sf.size(0) == v.size(0) && sf.size(1) == K / 16, "ac4k::", op, ": ", n,
+              "_scales must be plain [", std::to_string(v.size(0)), ", ", std::to_string(K / 16), "] (one E4M3 scale a "
+              "16-block; quantize with scale_layout='plain'), got ", shape_str(sf.sizes()));
+  TORCH_CHECK(sf.size(1) <= 1 || sf.stride(1) == 1, "ac4k::", op, ": ", n, "_scales needs a contiguous last dim");
+  check_cuda_tensor(gs, op, (n + "_global_scale").c_str());
+  check_same_device(ref, gs, op, (n + "_global_scale").c_str());
+  TORCH_CHECK(gs.scalar_type() == at::kFloat && gs.numel() == 1, "ac4k::", op, ": ", n,
+              "_global_scale must be a float32 tensor of one element");
+  return K;
+}
+
+// out [M, N] = (dec(a) . dec(b)^T) * a_gs * b_gs + bias[n]; out bf16 / fp16.
+void gemm_nvfp4_out(const at::Tensor& a, const at::Tensor& a_scales, const at::Tensor& a_gs, const at::Tensor& b,
+                    const at::Tensor& b_scales, const at::Tensor& b_gs, const c10::optional<at::Tensor>& bias,
+                    at::Tensor& out) {
+  const char* op = "gemm_nvfp4";
+  const int64_t K = check_nvfp4_operand(a, a_scales, a_gs, a, op, "a");
+  const int64_t Kb = check_nvfp4_operand(b, b_scales, b_gs, a, op, "b");
+  TORCH_CHECK(K == Kb, "ac4k::", op, ": a is ", shape_str(a.sizes()), " and b is ", shape_str(b.sizes()),
+              "; both must be packed [rows, K / 2] with the same K");
+  const int64_t M = a.size(0), N = b.size(0);
+  if (bias.has_value()) check_gemm_vector(*bias, N, a, op, "bias", true);
+  check_cuda_tensor(out, op, "out");
+  check_same_device(a, out, op, "out");
+  TORCH_CHECK(out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kHalf, "ac4k::", op,
+              ": out must be bfloat16 or float16, got ", c10::toString(out.scalar_type()));
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == M && out.size(1) == N, "ac4k::", op, ": out must have shape [",
+              std::to_string(M), ", ", std::to_string(N), "], got ", shape_str(out.sizes()));
+  TORCH_CHECK(N <= 1 || out.stride(1) == 1, "ac4k::", op, ": out needs a contiguous last dim");
+  TORCH_CHECK(M <= 1 || out.stride(0) >= N, "ac4k::", op, ": out's rows overlap (row stride < N)");
+
+  c10::cuda::CUDAGuard guard(a.device());
+  ac4k::GemmNvfp4Params p;
+  p.a = a.data_ptr();
+  p.b = b.data_ptr();
+  p.a_sf = static_cast<const uint8_t*>(a_scales.data_ptr());
+  p.b_sf = static_cast<const uint8_t*>(b_scales.data_ptr());
+  p.a_gs = a_gs.data_ptr<float>();
+  p.b_gs = b_gs.data_ptr<float>();
+  if (bias.has_value()) {
+    p.bias = bias->data_ptr();
+    p.bias_dtype = to_ac4k(bias->scalar_type());
+  }
+  p.out = out.data_ptr();
+  p.out_dtype = to_ac4k(out.scalar_type());
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.lda = M <= 1 ? K / 2 : a.stride(0);
+  p.ldb = N <= 1 ? K / 2 : b.stride(0);
+  p.lda_sf = M <= 1 ? K / 16 : a_scales.stride(0);
+  p.ldb_sf = N <= 1 ? K / 16 : b_scales.stride(0);
+  p.ldo = M <= 1 ? N : out.stride(0);
+  const cudaError_t err = ac4k::gemm_nvfp4(p, c10::cuda::getCurrentCUDAStream(a.device().index()).stream());
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
+              ": not supported for these shapes (K a multiple of 16, 8-byte aligned packed rows, M and N below 2^31)");
+  check_cuda_call(err, op);
+}
+
+at::Tensor gemm_nvfp4(const at::Tensor& a, const at::Tensor& a_scales, const at::Tensor& a_gs, const at::Tensor& b,
+                      const at::Tensor& b_scales, const at::Tensor& b_gs, const c10::optional<at::Tensor>& bias,
+                      c10::optional<at::ScalarType> out_dtype) {
+  const char* op = "gemm_nvfp4";
+  check_nvfp4_operand(a, a_scales, a_gs, a, op, "a");
+  check_nvfp4_operand(b, b_scales, b_gs, a, op, "b");
+  const at::ScalarType dt = out_dtype.value_or(at::kBFloat16);
+  TORCH_CHECK(dt == at::kBFloat16 || dt == at::kHalf, "ac4k::", op, ": out_dtype must be bfloat16 or float16, got ",
+              c10::toString(dt));
+  at::Tensor out = at::empty({a.size(0), b.size(0)}, a.options().dtype(dt));
+  gemm_nvfp4_out(a, a_scales, a_gs, b, b_scales, b_gs, bias, out);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(ac4k, m) {
@@ -796,6 +894,10 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("gemm_fp8(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias=None, ScalarType? out_dtype=None)"
         " -> Tensor");
   m.def("gemm_fp8_out(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias, Tensor(a!) out) -> ()");
+  m.def("gemm_nvfp4(Tensor a, Tensor a_scales, Tensor a_global_scale, Tensor b, Tensor b_scales,"
+        " Tensor b_global_scale, Tensor? bias=None, ScalarType? out_dtype=None) -> Tensor");
+  m.def("gemm_nvfp4_out(Tensor a, Tensor a_scales, Tensor a_global_scale, Tensor b, Tensor b_scales,"
+        " Tensor b_global_scale, Tensor? bias, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
@@ -816,6 +918,8 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("mha_bf16_fwd_out", &mha_bf16_fwd_out);
   m.impl("gemm_fp8", &gemm_fp8);
   m.impl("gemm_fp8_out", &gemm_fp8_out);
+  m.impl("gemm_nvfp4", &gemm_nvfp4);
+  m.impl("gemm_nvfp4_out", &gemm_nvfp4_out);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -144,7 +144,7 @@ def test_nn_linear_from_linear_holds_reference_bits():
     with pytest.raises(ValueError, match="multiple of 16"):
         ac4k_kernel.nn.Linear.from_linear(_lin(40, 8))
     with pytest.raises(NotImplementedError, match="precision"):
-        ac4k_kernel.nn.Linear(64, 8, precision="nvfp4")
+        ac4k_kernel.nn.Linear(64, 8, precision="fp4")
 
 
 @needs_build
@@ -243,4 +243,4 @@ def test_quantize_linear_filter_and_errors():
     with pytest.raises(ValueError, match="from_linear"):
         ac4k_kernel.quantize_linear_(torch.nn.Linear(64, 8))
     with pytest.raises(NotImplementedError, match="precision"):
-        ac4k_kernel.quantize_linear_(_Model(), precision="nvfp4")
+        ac4k_kernel.quantize_linear_(_Model(), precision="fp4")

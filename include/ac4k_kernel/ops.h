@@ -32,5 +32,8 @@ cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream);
 // FP8 E4M3 GEMM with per-row (A) and per-column (B) scales and an optional bias;
 // out = (A B^T) * a_scale * b_scale + bias (types.h GemmFp8Params).
 cudaError_t gemm_fp8(const GemmFp8Params& params, cudaStream_t stream);
+// NVFP4 x NVFP4 GEMM (E2M1 values, E4M3 block scales of 16 along K, FP32 global scales) with an
+// optional bias; out = (dec(A) dec(B)^T) * a_gs * b_gs + bias (types.h GemmNvfp4Params).
+cudaError_t gemm_nvfp4(const GemmNvfp4Params& params, cudaStream_t stream);
 
 }  // namespace ac4k

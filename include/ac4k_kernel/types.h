@@ -179,4 +179,27 @@ struct GemmFp8Params {
   int64_t lda = 0, ldb = 0, ldo = 0;
 };
 
+// gemm_nvfp4 (ac4k_kernel.reference.gemm_nvfp4; the semantics of a Blackwell block-scaled NVFP4 GEMM):
+//   out[m, n] = float(sum_k dec(a)[m, k] * dec(b)[n, k]) * a_gs * b_gs + bias[n]
+// with dec(v)[r, k] = e2m1(v[r, k]) * e4m3(v_sf[r, k / 16]) (exact; the global scales come after
+// the dot). a: packed E2M1 [M, K / 2] (two values a byte, the even k in the low nibble), b: [N, K / 2]
+// likewise (the weight as stored), row strides lda / ldb in bytes (multiples of 8, 8-byte aligned
+// pointers); a_sf [M, K / 16] / b_sf [N, K / 16] E4M3 block scales in the plain layout (row strides
+// in bytes, any); a_gs / b_gs: one float each, on the device (read by the kernel, no host sync).
+// K % 16 == 0; any M, N >= 1; out [M, N] bf16 / fp16 with row stride ldo (elements).
+struct GemmNvfp4Params {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const uint8_t* a_sf = nullptr;
+  const uint8_t* b_sf = nullptr;
+  const float* a_gs = nullptr;
+  const float* b_gs = nullptr;
+  const void* bias = nullptr;                    // [N] or null
+  ScalarType bias_dtype = ScalarType::BFloat16;  // bf16, fp16 or fp32
+  void* out = nullptr;
+  ScalarType out_dtype = ScalarType::BFloat16;   // bf16 or fp16
+  int64_t M = 0, N = 0, K = 0;
+  int64_t lda = 0, ldb = 0, lda_sf = 0, ldb_sf = 0, ldo = 0;
+};
+
 }  // namespace ac4k

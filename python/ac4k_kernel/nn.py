@@ -1,5 +1,5 @@
 """Modules: `Linear`, an inference-only stand-in for torch.nn.Linear that holds its weight quantized
-(FP8 E4M3 per output channel) and runs `ac4k_kernel.linear`, and `quantize_linear_`, which swaps a
+(FP8 E4M3 per output channel, or NVFP4) and runs `ac4k_kernel.linear`, and `quantize_linear_`, which swaps a
 model's nn.Linear layers for it in place."""
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from .reference.quant import QuantizedTensor
 
 __all__ = ["Linear", "quantize_linear_"]
 
-PRECISIONS = ("fp8e4m3",)
+PRECISIONS = ("fp8e4m3", "nvfp4")
 
 
 class Linear(torch.nn.Module):
     """y = x @ Wᵀ + b with W stored as E4M3 values `weight` [out, in] and float32 `weight_scale` [out]
-    (buffers: `.to()`, `.cuda()` and state_dict carry them; no gradients). `bias` [out] keeps the dtype
+    (precision "fp8e4m3"), or as packed E2M1 `weight` uint8 [out, in/2], E4M3 block scales
+    `weight_scale` [out, in/16] and a float32 `weight_global_scale` [] (precision "nvfp4", 4x smaller
+    than bf16) (buffers: `.to()`, `.cuda()` and state_dict carry them; no gradients). `bias` [out] keeps the dtype
     it was given (bf16, fp16 or fp32). x: bf16 / fp16 CUDA [..., in], quantized per token on each call.
     in_features must be a multiple of 16. Build it with `Linear.from_linear(nn_linear)`, or empty and
     then `load_state_dict` of a saved one."""
@@ -31,8 +33,15 @@ class Linear(torch.nn.Module):
         if in_features % K_MULTIPLE:
             raise ValueError(f"ac4k_kernel.nn.Linear: in_features = {in_features} must be a multiple of {K_MULTIPLE}")
         self.in_features, self.out_features, self.precision = in_features, out_features, precision
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.float8_e4m3fn, device=device))
-        self.register_buffer("weight_scale", torch.zeros(out_features, dtype=torch.float32, device=device))
+        if precision == "nvfp4":
+            self.register_buffer("weight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device))
+            self.register_buffer("weight_scale", torch.zeros(out_features, in_features // 16, dtype=torch.float8_e4m3fn,
+                                                             device=device))
+            self.register_buffer("weight_global_scale", torch.zeros((), dtype=torch.float32, device=device))
+        else:
+            self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.float8_e4m3fn,
+                                                       device=device))
+            self.register_buffer("weight_scale", torch.zeros(out_features, dtype=torch.float32, device=device))
         if bias:
             self.register_buffer("bias", torch.zeros(out_features, dtype=bias_dtype, device=device))
         else:
@@ -48,11 +57,16 @@ class Linear(torch.nn.Module):
         q = quantize_weight(w, precision=precision)
         m.weight.copy_(q.values)
         m.weight_scale.copy_(q.scales)
+        if precision == "nvfp4":
+            m.weight_global_scale.copy_(q.global_scale.reshape(()))
         if b is not None:
             m.bias.copy_(b)
         return m
 
     def quantized_weight(self) -> QuantizedTensor:
+        if self.precision == "nvfp4":
+            return QuantizedTensor(self.weight, self.weight_scale, self.weight_global_scale, "nvfp4", "per_block", 16,
+                                   "plain", "BNHD", (self.out_features, self.in_features))
         return QuantizedTensor(self.weight, self.weight_scale, None, self.precision, "per_token", 0, "plain", "BNHD",
                                tuple(self.weight.shape))
 

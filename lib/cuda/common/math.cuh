@@ -93,6 +93,14 @@ __device__ __forceinline__ float e4m3_to_float(uint8_t b) {
   return __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
 }
 
+// Two E4M3 bytes (lo in bits 0-7, hi in bits 8-15 of `pair`) -> f16x2, exact (cvt.rn.f16x2.e4m3x2,
+// sm_89+); lo lands in the low half.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
+  uint32_t r;
+  asm("{\n.reg .b16 lo, hi;\nmov.b32 {lo, hi}, %1;\ncvt.rn.f16x2.e4m3x2 %0, lo;\n}" : "=r"(r) : "r"(pair));
+  return r;
+}
+
 // E2M1 code (reference.e2m1_encode: round half to even, saturate to ±6, sign bit for v < 0,
 // NaN -> 0) plus 0x4B000000: the bits of the float 2^23 + code. sm_90 has no e2m1 conversion and
 // the comparison chain costs ~17 instructions an element, mostly on the half-rate ALU pipe; this

@@ -108,6 +108,15 @@ def _register() -> None:
         def _gemm_fp8_out(a, a_scale, b, b_scale, bias, out):
             return None
 
+    if "gemm_nvfp4" in ops:
+        @torch.library.register_fake("ac4k::gemm_nvfp4")
+        def _gemm_nvfp4(a, a_scales, a_global_scale, b, b_scales, b_global_scale, bias=None, out_dtype=None):
+            return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype or torch.bfloat16)
+
+        @torch.library.register_fake("ac4k::gemm_nvfp4_out")
+        def _gemm_nvfp4_out(a, a_scales, a_global_scale, b, b_scales, b_global_scale, bias, out):
+            return None
+
     if "rope3d" in ops:
         @torch.library.register_fake("ac4k::rope3d")
         def _rope(x, grid_sizes, freqs, sin=None):

@@ -8,9 +8,9 @@ from typing import Optional
 
 import torch
 
-from .quant import QuantizedTensor, dequantize, quantize_fp8, quantize_nvfp4
+from .quant import NVFP4_BLOCK, QuantizedTensor, dequantize, e2m1_decode, quantize_fp8, quantize_nvfp4, unpack_fp4
 
-__all__ = ["gemm_fp8", "linear_fp8", "linear_nvfp4", "quantize_weight_fp8", "quantize_weight_nvfp4"]
+__all__ = ["gemm_fp8", "gemm_nvfp4", "linear_fp8", "linear_nvfp4", "quantize_weight_fp8", "quantize_weight_nvfp4"]
 
 
 def _check_weight(w: torch.Tensor) -> None:
@@ -64,6 +64,32 @@ def gemm_fp8(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: t
     return y.to(out_dtype)
 
 
+def _decode_nvfp4_blocks(v: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
+    """Packed E2M1 [rows, K/2] times plain E4M3 block scales [rows, K/16] -> float64 [rows, K], exact."""
+    rows, K = v.shape[0], v.shape[1] * 2
+    codes = e2m1_decode(unpack_fp4(v)).double().reshape(rows, K // NVFP4_BLOCK, NVFP4_BLOCK)
+    return (codes * sf.double().reshape(rows, K // NVFP4_BLOCK, 1)).reshape(rows, K)
+
+
+def gemm_nvfp4(a: torch.Tensor, a_scales: torch.Tensor, a_global_scale: torch.Tensor, b: torch.Tensor,
+               b_scales: torch.Tensor, b_global_scale: torch.Tensor, bias: Optional[torch.Tensor] = None,
+               out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The GEMM of linear(precision="nvfp4") (torch.ops.ac4k.gemm_nvfp4), the math of a Blackwell
+    block-scaled NVFP4 GEMM: a [M, K/2] and b [N, K/2] packed E2M1 (uint8, even k in the low nibble),
+    a_scales [M, K/16] / b_scales [N, K/16] plain E4M3 block scales, float32 global scales of one
+    element, bias [N] (any float dtype) or None:
+
+        dec(v)[r, k] = e2m1(v[r, k]) * e4m3(v_scales[r, k // 16])          (exact)
+        out[m, n]    = float32(sum_k dec(a)[m, k] * dec(b)[n, k]) * a_gs * b_gs + bias[n]
+    in fp32, left to right; the dot is summed in fp64 (exact for any realistic scales) and rounded once.
+    """
+    dot = (_decode_nvfp4_blocks(a, a_scales) @ _decode_nvfp4_blocks(b, b_scales).T).float()
+    y = dot * a_global_scale.float().reshape(()) * b_global_scale.float().reshape(())
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(out_dtype)
+
+
 def linear_fp8(x: torch.Tensor, wq: QuantizedTensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """FP8 linear: per-token x scales times per-output-channel W scales.
 
@@ -89,6 +115,8 @@ def linear_nvfp4(x: torch.Tensor, wq: QuantizedTensor, bias: Optional[torch.Tens
         y  = float32(dequantize(xq) @ dequantize(wq)^T) + bias   (the dequantized fp32 values
                                                                    multiplied and summed in fp64)
     Output x's dtype, shape [..., N]. K must be a multiple of 16.
+    The kernel path (quantize_nvfp4 of x, then gemm_nvfp4) applies the two global scales after the dot
+    instead of inside each dequantized value: the same numbers up to FP32 rounding (~2^-24 relative).
     """
     _check_linear(x, wq, bias, "nvfp4")
     xd = dequantize(quantize_nvfp4(x)).double()
