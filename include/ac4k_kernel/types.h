@@ -122,6 +122,10 @@ struct QuantizeAttentionKvParams {
   // mean and the quantization, the rotated values rounded to k's dtype exactly as rope3d writes them.
   bool rope = false;
   RopeFreqs rope_freqs;
+  // Work space of the arch's kernels, quantize_attention_kv_scratch(params) floats (0 on sm90a,
+  // whose clusters meet in distributed shared memory; sm89: per-chunk partial statistics, merged in
+  // a fixed order so that the output is deterministic).
+  float* scratch = nullptr;
 };
 
 // The 8-bit attention kernels: mha_int8_x_fp8_fwd (k INT8) and mha_fp8_fwd (k FP8 E4M3; q
