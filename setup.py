@@ -2,6 +2,8 @@
 
     pip install --no-build-isolation .          # arch from nvidia-smi
     AC4K_CUDA_ARCH=sm90a pip install --no-build-isolation .   # no GPU needed
+    AC4K_CUDA_ARCH=sm89 pip install --no-build-isolation .    # Ada (sm_89 SASS + compute_89 PTX)
+    AC4K_CUDA_ARCH=sm120 ...                                  # the sm89 folder with sm_120 SASS
 
 Env: AC4K_BACKEND (cuda|rocm), AC4K_CUDA_ARCH, AC4K_ROCM_ARCH, MAX_JOBS, CUDA_HOME.
 """
@@ -26,7 +28,7 @@ def log(msg: str) -> None:
 def main() -> None:
     try:
         backend = ab.detect_backend()
-        arch = ab.detect_cuda_arch()
+        arch, sass = ab.detect_cuda_target()
         cuda_home = ab.find_cuda_home()
     except ab.BuildConfigError as e:
         sys.exit(f"[ac4k_kernel] build stopped: {e}")
@@ -52,6 +54,7 @@ def main() -> None:
     ninja = cpp_extension.is_ninja_available()
 
     log(f"version {VERSION}: backend={backend} arch={arch} CUDA_HOME={cuda_home}")
+    log("nvcc targets: " + " ".join(ab.gencode_flags(arch, sass)))
     log(f"build acceleration: ninja={'yes' if ninja else 'NO (pip install ninja)'} MAX_JOBS={jobs} "
         f"nvcc --threads={nvcc_threads} -pipe "
         f"ccache={'nvcc' + (' + c++' if cxx_cached else '') + ' via ' + ccache if ccache else 'not on PATH'}")
@@ -65,7 +68,7 @@ def main() -> None:
         name="ac4k_kernel._cuda_ops",
         sources=sources,
         include_dirs=[os.path.join(ROOT, "include"), os.path.join(ROOT, "lib", backend)],
-        extra_compile_args={"cxx": ab.cxx_flags(arch), "nvcc": ab.nvcc_flags(arch, nvcc_threads)},
+        extra_compile_args={"cxx": ab.cxx_flags(arch, sass), "nvcc": ab.nvcc_flags(arch, nvcc_threads, sass)},
     )
     setup(
         name="ac4k_kernel",

@@ -115,23 +115,6 @@ def _sage():
     return whole, kernel_only
 
 
-BF16_SCHEDULES = ("serial", "overlap", "pingpong", "overlap+pingpong")
-
-
-def _bf16_schedule(schedule: str, q, k, v):
-    def f():
-        old = os.environ.get("AC4K_BF16_SCHEDULE")
-        os.environ["AC4K_BF16_SCHEDULE"] = schedule
-        try:
-            return ac4k_kernel.attention(q, k, v, precision="bf16")
-        finally:
-            if old is None:
-                del os.environ["AC4K_BF16_SCHEDULE"]
-            else:
-                os.environ["AC4K_BF16_SCHEDULE"] = old
-    return f
-
-
 def bench_attention(iters: int):
     """Non-causal attention, B=1, H=40, BNHD bf16, against SDPA's flash and cuDNN backends (and
     SageAttention2 when importable). FLOPs = 4 B H Sq Sk D."""
@@ -166,10 +149,8 @@ def bench_attention(iters: int):
             "ac4k fp8e4m3 whole call": lambda: ac4k_kernel.attention(q, k, v, precision="fp8e4m3"),
             "ac4k fp8e4m3 kernel only": lambda: torch.ops.ac4k.mha_fp8_fwd(q, k8f, ksf, vt, vs, "BNHD", False, scale,
                                                                            False),
-            # precision="bf16" (mha_bf16_fwd, no quantization), its default schedule, then each schedule
-            # by name (AC4K_BF16_SCHEDULE, read at each launch).
+            # precision="bf16": mha_bf16_fwd, no quantization.
             **({"ac4k bf16 whole call": lambda: ac4k_kernel.attention(q, k, v, precision="bf16")} if HAS_BF16 else {}),
-            **({f"ac4k bf16 {sch}": _bf16_schedule(sch, q, k, v) for sch in BF16_SCHEDULES} if HAS_BF16 else {}),
             "SDPA flash (bf16)": sdpa(SDPBackend.FLASH_ATTENTION),
             "SDPA cuDNN (bf16)": sdpa(SDPBackend.CUDNN_ATTENTION),
         }
@@ -301,6 +282,8 @@ def bench_rope(iters: int):
         return rows
     # RoPE fused into the K/V quantization pass against rope3d first, and attention(rope=...) whole.
     v = torch.randn_like(x)
+    k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(x, v, "BNHD")
+    scale = x.size(-1) ** -0.5
     fused = {
         "K/V quantization, K rope fused": lambda: torch.ops.ac4k.quantize_attention_kv(x, v, "BNHD", grid, freqs_cuda),
         "rope3d(k), then K/V quantization": lambda: torch.ops.ac4k.quantize_attention_kv(
@@ -309,11 +292,18 @@ def bench_rope(iters: int):
         "rope3d(q), rope3d(k), attention()": lambda: ac4k_kernel.attention(
             ac4k_kernel.rope3d(x, grid, freqs_cuda), ac4k_kernel.rope3d(x, grid, freqs_cuda), v),
         "attention(q, k, v), no rope": lambda: ac4k_kernel.attention(x, x, v),
+        # Q's rotation alone: in the attention kernel against rope3d(q) first (K / V quantized once).
+        "attention kernel, q rotated in it": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
+            x, k8, ks, vt, vs, "BNHD", False, scale, False, grid, freqs_cuda),
+        "rope3d(q), then the attention kernel": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
+            ac4k_kernel.rope3d(x, grid, freqs_cuda), k8, ks, vt, vs, "BNHD", False, scale, False),
+        "attention kernel, no rope": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
+            x, k8, ks, vt, vs, "BNHD", False, scale, False),
     }
     times = {name: time_cuda(fn, warmup=3, iters=max(5, iters // 5)) for name, fn in fused.items()}
-    # Each row against its fused counterpart: the K/V pass, and the whole attention call.
-    base = {name: times["K/V quantization, K rope fused" if i < 2 else "attention(q, k, v, rope=...)"]
-            for i, name in enumerate(times)}
+    # Each row against its fused counterpart: the K/V pass, the whole attention call, the kernel.
+    names = list(times)
+    base = {name: times[names[0 if i < 2 else 2 if i < 5 else 5]] for i, name in enumerate(names)}
     for name, ms in times.items():
         rows.append({"op": "rope3d fused", "shape": "x".join(map(str, ATT)) + " bf16 grid 21x30x52", "impl": name,
                      "ms": ms, "vs_ours": ms / base.get(name, ms)})

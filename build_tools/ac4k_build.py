@@ -8,14 +8,22 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 # What this source tree implements. An arch or backend outside this table stops the build.
-IMPLEMENTED: Dict[str, tuple] = {"cuda": ("sm90a",), "rocm": ()}
+IMPLEMENTED: Dict[str, tuple] = {"cuda": ("sm90a", "sm89"), "rocm": ()}
 # Archs we know by name (planned or not), for helpful messages.
 KNOWN_CUDA_ARCHS = ("sm80", "sm86", "sm89", "sm90a", "sm100", "sm120")
-# nvcc target per arch: Hopper's wgmma/setmaxnreg need the 'a' target.
-GENCODE = {"sm90a": "-gencode=arch=compute_90a,code=sm_90a"}
+# nvcc targets per arch folder: Hopper's wgmma/setmaxnreg need the 'a' target. sm89 (Ada) is
+# compiled as compute_89 code: SASS for the target GPU plus the compute_89 PTX itself, so that an
+# sm89 build also loads (JIT-compiled by the driver) on a newer GPU, e.g. the H100 it is tested on.
+GENCODE = {"sm90a": ["-gencode=arch=compute_90a,code=sm_90a"],
+           "sm89": ["-gencode=arch=compute_89,code=sm_89", "-gencode=arch=compute_89,code=compute_89"]}
+# Archs without a folder of their own, built from another arch's folder (its compute_XY code) with
+# SASS for the GPU itself: consumer Blackwell runs Ada's mma.sync kernels until lib/cuda/sm120 exists.
+BUILT_AS = {"sm120": "sm89"}
+# Compute capability of the SASS each arch name stands for.
+SASS_CC = {"sm89": "8.9", "sm90a": "9.0", "sm120": "12.0"}
 
 
 class BuildConfigError(RuntimeError):
@@ -84,7 +92,14 @@ def query_gpu_compute_caps(run: Callable = subprocess.run) -> List[str]:
 
 
 def detect_cuda_arch(env: Optional[dict] = None, query: Callable[[], List[str]] = query_gpu_compute_caps) -> str:
-    """AC4K_CUDA_ARCH if set, else the GPU's compute capability; must be implemented."""
+    """The arch folder to compile (see detect_cuda_target)."""
+    return detect_cuda_target(env, query)[0]
+
+
+def detect_cuda_target(env: Optional[dict] = None,
+                       query: Callable[[], List[str]] = query_gpu_compute_caps) -> Tuple[str, str]:
+    """(arch folder, SASS arch): AC4K_CUDA_ARCH if set, else the GPU's compute capability; the arch
+    must be implemented, or be built from one that is (BUILT_AS: sm120 -> the sm89 folder, SASS sm120)."""
     env = os.environ if env is None else env
     spec = env.get("AC4K_CUDA_ARCH", "").strip()
     if spec:
@@ -103,11 +118,30 @@ def detect_cuda_arch(env: Optional[dict] = None, query: Callable[[], List[str]] 
                 "Choose it with AC4K_CUDA_ARCH (or CUDA_VISIBLE_DEVICES).")
         arch = archs[0]
         source = f"nvidia-smi compute_cap {caps[0]}"
+    sass = arch
+    arch = BUILT_AS.get(arch, arch)
     if arch not in IMPLEMENTED["cuda"]:
         raise BuildConfigError(
             f"CUDA arch {arch} (from {source}) has no implementation in ac4k_kernel yet; "
-            f"supported backend/arch: {_supported_text()}")
-    return arch
+            f"supported backend/arch: {_supported_text()} (sm120 builds the sm89 folder)")
+    return arch, sass
+
+
+def gencode_flags(arch: str, sass: Optional[str] = None) -> List[str]:
+    """nvcc -gencode flags of an arch folder; sass (an arch built from it, BUILT_AS) replaces the
+    folder's own SASS target by the GPU's, the embedded PTX stays the folder's."""
+    flags = list(GENCODE[arch])
+    if sass is None or sass == arch:
+        return flags
+    if BUILT_AS.get(sass) != arch:
+        raise BuildConfigError(f"{sass} is not built from the {arch} folder")
+    num = sass[2:]
+    return [f.replace(f"code=sm_{arch[2:]}", f"code=sm_{num}") for f in flags]
+
+
+def sass_cc(arch: str, sass: Optional[str] = None) -> str:
+    """Compute capability ("8.9", "12.0") of the SASS in a build of arch (and sass)."""
+    return SASS_CC[sass or arch]
 
 
 def _has_toolkit(root: str) -> bool:
@@ -157,12 +191,19 @@ def default_max_jobs(cpu_count: Optional[int] = None) -> int:
     return max(1, n // 2)
 
 
-def nvcc_flags(arch: str, threads: int) -> List[str]:
+def _sass_define(arch: str, sass: Optional[str]) -> str:
+    # 10 * major + minor (89, 90, 120): the binding reports it (module attribute __sass_cc__), the
+    # import check compares it with the GPU's compute capability.
+    major, minor = sass_cc(arch, sass).split(".")
+    return f"-DAC4K_SASS_CC={int(major) * 10 + int(minor)}"
+
+
+def nvcc_flags(arch: str, threads: int, sass: Optional[str] = None) -> List[str]:
     return [
-        "-O3", GENCODE[arch], f"-DAC4K_ARCH_{arch.upper()}=1",
+        "-O3", *gencode_flags(arch, sass), f"-DAC4K_ARCH_{arch.upper()}=1", _sass_define(arch, sass),
         "--expt-relaxed-constexpr", "-lineinfo", f"--threads={threads}", "-Xcompiler=-pipe",
     ]
 
 
-def cxx_flags(arch: str) -> List[str]:
-    return ["-O3", "-pipe", f"-DAC4K_ARCH_{arch.upper()}=1"]
+def cxx_flags(arch: str, sass: Optional[str] = None) -> List[str]:
+    return ["-O3", "-pipe", f"-DAC4K_ARCH_{arch.upper()}=1", _sass_define(arch, sass)]

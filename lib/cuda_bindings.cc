@@ -21,8 +21,14 @@
 
 #if defined(AC4K_ARCH_SM90A)
 #define AC4K_ARCH_NAME "sm90a"
+#elif defined(AC4K_ARCH_SM89)
+#define AC4K_ARCH_NAME "sm89"
 #else
 #error "ac4k_kernel: no arch selected; setup.py passes -DAC4K_ARCH_<ARCH>=1"
+#endif
+
+#ifndef AC4K_SASS_CC  // 10 * major + minor of the SASS inside (setup.py sets it)
+#error "ac4k_kernel: AC4K_SASS_CC not set; setup.py passes -DAC4K_SASS_CC=<cc>"
 #endif
 
 namespace {
@@ -225,6 +231,7 @@ void quantize_fp8_out(const at::Tensor& x, const std::string& granularity, int64
                     scales);
 }
 
+#if defined(AC4K_HAS_QUANTIZE_NVFP4)
 // ------------------------------------------------------------------------------ quantize_nvfp4
 
 int64_t leading_rows(const at::Tensor& x) {
@@ -302,6 +309,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_nvfp4(const at::Tensor& 
   return {out, scales, gs};
 }
 
+#endif  // AC4K_HAS_QUANTIZE_NVFP4
+
 // The rotation's arguments for x [B, S, H, D] (rope3d and the ops fusing it): grid_sizes int64
 // [B, 3] on the CPU or on x's device; freqs complex128 / complex64 [max_pos, D/2], or float32 cos
 // with `sin` float32, on x's device. Checked here, on the host and without a sync: shapes, dtypes,
@@ -376,6 +385,23 @@ at::Tensor rope_freqs(ac4k::RopeFreqs& p, const at::Tensor& x, int64_t B, int64_
   return grid_dev;
 }
 
+// For the ops that rotate on the way (quantize_attention_kv's K, the 8-bit attention kernel's Q):
+// p's table, after rope_freqs, converted to HiLo on x's stream (one small kernel) and pointed to.
+// Returns the table, to be kept alive until the launch is queued.
+at::Tensor rope_table_hilo(ac4k::RopeFreqs& p, const at::Tensor& x, int64_t D, const char* op) {
+  const int pairs = static_cast<int>(D / 2);
+  at::Tensor t = at::empty({p.max_pos, pairs, 4}, x.options().dtype(at::kFloat));
+  const cudaError_t err =
+      ac4k::rope_table(p, pairs, t.data_ptr(), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  TORCH_CHECK(err == cudaSuccess, "ac4k::", op, ": rope table conversion failed: ", cudaGetErrorString(err));
+  p.table = ac4k::RopeTable::HiLo;
+  p.freqs = t.data_ptr();
+  p.freqs_ld = pairs;
+  p.sin = nullptr;
+  p.sin_ld = 0;
+  return t;
+}
+
 // ------------------------------------------------------------------------------ attention (int8 x fp8)
 
 // The kernels' 16-byte vectors (rope3d, the attention output): data pointer and B / S / H strides of [B, S, H, D] (a dim of size
@@ -439,12 +465,19 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
   p.s_pad = s_pad;
   p.vt = static_cast<uint8_t*>(vt.data_ptr());
   p.v_scale = v_scale.data_ptr<float>();
+  const int64_t n_scratch = ac4k::quantize_attention_kv_scratch(p);
+  at::Tensor scratch;
+  if (n_scratch > 0) {
+    scratch = at::empty({n_scratch}, f32);
+    p.scratch = scratch.data_ptr<float>();
+  }
   TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
               ": rope needs both grid_sizes and freqs");
-  at::Tensor grid_dev;
+  at::Tensor grid_dev, table;
   if (grid_sizes.has_value()) {
     p.rope = true;
     grid_dev = rope_freqs(p.rope_freqs, k, kv.B, kv.S, kv.D, *grid_sizes, *freqs, sin, op);
+    table = rope_table_hilo(p.rope_freqs, k, kv.D, op);
   }
   const cudaError_t err = ac4k::quantize_attention_kv(p, c10::cuda::getCurrentCUDAStream(k.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
@@ -518,13 +551,21 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   p.causal = causal;
   TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
               ": rope needs both grid_sizes and freqs");
-  at::Tensor grid_dev;
+  at::Tensor grid_dev, table;
   if (grid_sizes.has_value()) {
+#if !defined(AC4K_HAS_MHA_ROPE)
+    TORCH_CHECK(false, "ac4k::", op, ": this build (" AC4K_ARCH_NAME ") does not rotate q in the kernel; apply rope3d to q first");
+#endif
     p.rope = true;
     grid_dev = rope_freqs(p.rope_freqs, q, qv.B, qv.S, qv.D, *grid_sizes, *freqs, sin, op);
+    table = rope_table_hilo(p.rope_freqs, q, qv.D, op);
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
+#if defined(AC4K_HAS_MHA_FP8)
   const cudaError_t err = kFp8 ? ac4k::mha_fp8_fwd(p, stream) : ac4k::mha_int8_x_fp8_fwd(p, stream);
+#else
+  const cudaError_t err = kFp8 ? cudaErrorNotSupported : ac4k::mha_int8_x_fp8_fwd(p, stream);
+#endif
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 16-byte aligned "
               "q with token / head strides a multiple of 8 elements)");
@@ -545,6 +586,7 @@ std::tuple<at::Tensor, at::Tensor> mha_8bit_fwd(const at::Tensor& q, const at::T
   return {out, lse};
 }
 
+#if defined(AC4K_HAS_MHA_BF16)
 // ------------------------------------------------------------------------------ attention (bf16)
 
 // Unquantized attention: q, k, v bf16 (or all fp16) in `layout`, read by TMA (16-byte aligned rows).
@@ -613,6 +655,8 @@ std::tuple<at::Tensor, at::Tensor> mha_bf16_fwd(const at::Tensor& q, const at::T
   return {out, lse};
 }
 
+#endif  // AC4K_HAS_MHA_BF16
+
 // ------------------------------------------------------------------------------ rope3d
 
 // token_view of a [B, S, H, D] tensor, with the stride of a dim of size one set to 0.
@@ -673,6 +717,7 @@ at::Tensor rope3d(const at::Tensor& x, const at::Tensor& grid_sizes, const at::T
   return out;
 }
 
+#if defined(AC4K_HAS_GEMM)
 // ------------------------------------------------------------------------------ gemm_fp8
 
 // An E4M3 operand [rows, K] read by TMA: a contiguous last dim, 16-byte aligned rows.
@@ -859,6 +904,7 @@ at::Tensor gemm_nvfp4(const at::Tensor& a, const at::Tensor& a_scales, const at:
   gemm_nvfp4_out(a, a_scales, a_gs, b, b_scales, b_gs, bias, out);
   return out;
 }
+#endif  // AC4K_HAS_GEMM
 
 }  // namespace
 
@@ -868,9 +914,11 @@ TORCH_LIBRARY(ac4k, m) {
     m.def((n + "(Tensor x, str granularity=\"per_token\", int block_size=0, str layout=\"BNHD\") -> (Tensor, Tensor)").c_str());
     m.def((n + "_out(Tensor x, str granularity, int block_size, str layout, Tensor(a!) out, Tensor(b!) scales) -> ()").c_str());
   }
+#if defined(AC4K_HAS_QUANTIZE_NVFP4)
   m.def("quantize_nvfp4(Tensor x, str scale_layout=\"plain\", Tensor? global_scale=None) -> (Tensor, Tensor, Tensor)");
   m.def("quantize_nvfp4_out(Tensor x, str scale_layout, Tensor? global_scale, Tensor(a!) out, Tensor(b!) scales,"
         " Tensor(c!) global_scale_out) -> ()");
+#endif
   m.def("quantize_attention_kv(Tensor k, Tensor v, str layout, Tensor? grid_sizes=None, Tensor? freqs=None, "
         "Tensor? sin=None, str k_precision=\"int8\") -> Tensor[]");
   m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin=None) -> Tensor");
@@ -881,16 +929,21 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
         " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out, Tensor? grid_sizes=None,"
         " Tensor? freqs=None, Tensor? sin=None) -> Tensor");
+#if defined(AC4K_HAS_MHA_FP8)
   m.def("mha_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
         " bool causal, float sm_scale, bool return_lse, Tensor? grid_sizes=None, Tensor? freqs=None,"
         " Tensor? sin=None) -> (Tensor, Tensor)");
   m.def("mha_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
         " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out, Tensor? grid_sizes=None,"
         " Tensor? freqs=None, Tensor? sin=None) -> Tensor");
+#endif
+#if defined(AC4K_HAS_MHA_BF16)
   m.def("mha_bf16_fwd(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse)"
         " -> (Tensor, Tensor)");
   m.def("mha_bf16_fwd_out(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse,"
         " Tensor(a!) out) -> Tensor");
+#endif
+#if defined(AC4K_HAS_GEMM)
   m.def("gemm_fp8(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias=None, ScalarType? out_dtype=None)"
         " -> Tensor");
   m.def("gemm_fp8_out(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias, Tensor(a!) out) -> ()");
@@ -898,6 +951,7 @@ TORCH_LIBRARY(ac4k, m) {
         " Tensor b_global_scale, Tensor? bias=None, ScalarType? out_dtype=None) -> Tensor");
   m.def("gemm_nvfp4_out(Tensor a, Tensor a_scales, Tensor a_global_scale, Tensor b, Tensor b_scales,"
         " Tensor b_global_scale, Tensor? bias, Tensor(a!) out) -> ()");
+#endif
 }
 
 TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
@@ -905,32 +959,44 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_int8_out", &quantize_int8_out);
   m.impl("quantize_fp8", &quantize_fp8);
   m.impl("quantize_fp8_out", &quantize_fp8_out);
+#if defined(AC4K_HAS_QUANTIZE_NVFP4)
   m.impl("quantize_nvfp4", &quantize_nvfp4);
   m.impl("quantize_nvfp4_out", &quantize_nvfp4_out);
+#endif
   m.impl("quantize_attention_kv", &quantize_attention_kv);
   m.impl("rope3d", &rope3d);
   m.impl("rope3d_out", &rope3d_out);
   m.impl("mha_int8_x_fp8_fwd", &mha_8bit_fwd<false>);
   m.impl("mha_int8_x_fp8_fwd_out", &mha_8bit_fwd_out<false>);
+#if defined(AC4K_HAS_MHA_FP8)
   m.impl("mha_fp8_fwd", &mha_8bit_fwd<true>);
   m.impl("mha_fp8_fwd_out", &mha_8bit_fwd_out<true>);
+#endif
+#if defined(AC4K_HAS_MHA_BF16)
   m.impl("mha_bf16_fwd", &mha_bf16_fwd);
   m.impl("mha_bf16_fwd_out", &mha_bf16_fwd_out);
+#endif
+#if defined(AC4K_HAS_GEMM)
   m.impl("gemm_fp8", &gemm_fp8);
   m.impl("gemm_fp8_out", &gemm_fp8_out);
   m.impl("gemm_nvfp4", &gemm_nvfp4);
   m.impl("gemm_nvfp4_out", &gemm_nvfp4_out);
+#endif
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ac4k_kernel CUDA backend, built for " AC4K_ARCH_NAME;
   m.attr("__arch__") = AC4K_ARCH_NAME;
   m.attr("__backend__") = "cuda";
+  // The SASS inside (an sm89 build may carry sm_120 SASS, and always compute_89 PTX as well).
+  m.attr("__sass_cc__") = pybind11::make_tuple(AC4K_SASS_CC / 10, AC4K_SASS_CC % 10);
   // Direct bindings (no dispatcher); the Python API goes through torch.ops.ac4k for torch.compile.
   for (auto f : {std::make_pair("quantize_int8", &quantize_int8), std::make_pair("quantize_fp8", &quantize_fp8)}) {
     m.def(f.first, f.second, pybind11::arg("x"), pybind11::arg("granularity") = "per_token",
           pybind11::arg("block_size") = 0, pybind11::arg("layout") = "BNHD");
   }
+#if defined(AC4K_HAS_QUANTIZE_NVFP4)
   m.def("quantize_nvfp4", &quantize_nvfp4, pybind11::arg("x"), pybind11::arg("scale_layout") = "plain",
         pybind11::arg("global_scale") = pybind11::none());
+#endif
 }

@@ -39,12 +39,13 @@ def test_version_matches_pyproject_and_setup():
 @needs_build
 def test_backend_and_arch():
     assert ac4k_kernel.get_backend() == "cuda"
-    assert ac4k_kernel.get_arch() == "sm90a"
+    assert ac4k_kernel.get_arch() in ("sm90a", "sm89")
 
 
 def test_get_info():
     info = ac4k_kernel.get_info()
-    assert set(info) == {"version", "backend", "arch", "extension_error", "ops", "torch", "torch_cuda", "gpus"}
+    assert set(info) == {"version", "backend", "arch", "sass", "ptx_jit", "extension_error", "ops", "torch",
+                         "torch_cuda", "gpus"}
     assert info["version"] == ac4k_kernel.__version__
     assert info["backend"] == ac4k_kernel.get_backend()
     assert info["arch"] == ac4k_kernel.get_arch()
@@ -84,25 +85,57 @@ def _fake_torch(caps, available=True):
     return SimpleNamespace(cuda=cuda)
 
 
-@needs_build
+def _fake_mod(arch, sass):
+    return SimpleNamespace(__arch__=arch, __sass_cc__=sass)
+
+
+SM90A, SM89, SM89_ON_SM120 = _fake_mod("sm90a", (9, 0)), _fake_mod("sm89", (8, 9)), _fake_mod("sm89", (12, 0))
+
+
 def test_check_gpu_matches():
-    _backend.check_gpu_matches(_fake_torch([(9, 0), (9, 0)]))  # matches: no error
-    _backend.check_gpu_matches(_fake_torch([], available=False))  # no GPU: no error
+    check = _backend.check_gpu_matches
+    check(_fake_torch([(9, 0), (9, 0)]), mod=SM90A, env={})  # matches: no error
+    check(_fake_torch([], available=False), mod=SM90A, env={})  # no GPU: no error
     with pytest.raises(RuntimeError) as e:
-        _backend.check_gpu_matches(_fake_torch([(9, 0), (8, 9)]))
+        check(_fake_torch([(9, 0), (8, 9)]), mod=SM90A, env={})
     msg = str(e.value)
     assert "sm90a" in msg and "cuda:1" in msg and "8.9" in msg and "cuda:0" not in msg
+    assert "AC4K_ALLOW_PTX_JIT" not in msg  # sm90a embeds no PTX
     with pytest.raises(RuntimeError, match="12.0"):
-        _backend.check_gpu_matches(_fake_torch([(12, 0)]))
+        check(_fake_torch([(12, 0)]), mod=SM90A, env={"AC4K_ALLOW_PTX_JIT": "1"})
 
 
-@needs_build
-def test_check_gpu_matches_needs_exact_capability(monkeypatch):
-    # an sm89 build must refuse an sm86 GPU (same major): the whole capability is compared
-    monkeypatch.setattr(_backend, "get_arch", lambda: "sm89")
-    _backend.check_gpu_matches(_fake_torch([(8, 9)]))
-    with pytest.raises(RuntimeError, match="8.6"):
-        _backend.check_gpu_matches(_fake_torch([(8, 6)]))
+def test_check_gpu_matches_needs_exact_capability():
+    # an sm89 build must refuse an sm86 GPU (same major): the whole capability is compared, and
+    # PTX cannot run on an older GPU whatever the environment says
+    _backend.check_gpu_matches(_fake_torch([(8, 9)]), mod=SM89, env={})
+    with pytest.raises(RuntimeError, match="8.6") as e:
+        _backend.check_gpu_matches(_fake_torch([(8, 6)]), mod=SM89, env={"AC4K_ALLOW_PTX_JIT": "1"})
+    assert "AC4K_ALLOW_PTX_JIT" not in str(e.value)
+
+
+def test_check_gpu_sm89_build_on_newer_gpu_needs_opt_in(monkeypatch):
+    """An sm89 build carries compute_89 PTX: on the H100 (9.0) it runs only with AC4K_ALLOW_PTX_JIT=1,
+    which warns; without it the error names the variable."""
+    monkeypatch.setattr(_backend, "ptx_jit_in_use", False)
+    for env in ({}, {"AC4K_ALLOW_PTX_JIT": "0"}, {"AC4K_ALLOW_PTX_JIT": "yes"}):
+        with pytest.raises(RuntimeError) as e:
+            _backend.check_gpu_matches(_fake_torch([(9, 0)]), mod=SM89, env=env)
+        assert "AC4K_ALLOW_PTX_JIT=1" in str(e.value) and "sm89" in str(e.value) and "9.0" in str(e.value)
+    assert not _backend.ptx_jit_in_use
+    with pytest.warns(RuntimeWarning, match="JIT"):
+        _backend.check_gpu_matches(_fake_torch([(9, 0)]), mod=SM89, env={"AC4K_ALLOW_PTX_JIT": "1"})
+    assert _backend.ptx_jit_in_use
+
+
+def test_check_gpu_sm89_folder_built_for_sm120():
+    # AC4K_CUDA_ARCH=sm120 (or a detected 12.0) builds the sm89 folder with sm_120 SASS: native there
+    _backend.check_gpu_matches(_fake_torch([(12, 0)]), mod=SM89_ON_SM120, env={})
+    with pytest.raises(RuntimeError, match="AC4K_ALLOW_PTX_JIT"):
+        _backend.check_gpu_matches(_fake_torch([(9, 0)]), mod=SM89_ON_SM120, env={})
+    with pytest.raises(RuntimeError) as e:  # older than the PTX
+        _backend.check_gpu_matches(_fake_torch([(8, 6)]), mod=SM89_ON_SM120, env={"AC4K_ALLOW_PTX_JIT": "1"})
+    assert "12.0" in str(e.value)
 
 
 # ============================================================================ quantize argument checks
@@ -141,7 +174,7 @@ def test_quantize_missing_kernel(precision, op):
     with pytest.raises(NotImplementedError) as e:
         ac4k_kernel.quantize(torch.randn(4, 64, dtype=torch.bfloat16), precision=precision)
     msg = str(e.value)
-    assert op in msg and "int8" in msg and "sm90a" in msg
+    assert op in msg and "int8" in msg and ac4k_kernel.get_arch() in msg
 
 
 @needs_build
@@ -274,7 +307,7 @@ def test_main_without_gpu():
                        timeout=120, cwd=ROOT)
     out = r.stdout + r.stderr
     assert r.returncode == 3, out
-    assert "sm90a" in out
+    assert ac4k_kernel.get_arch() in out
     assert ac4k_kernel.__version__ in out
     assert "needs a CUDA GPU" in out
     assert "Traceback" not in out

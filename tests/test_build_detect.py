@@ -101,9 +101,31 @@ def test_detect_cuda_arch_env_override():
 
 def test_detect_cuda_arch_env_unimplemented():
     with pytest.raises(BuildConfigError) as e:
-        ab.detect_cuda_arch({"AC4K_CUDA_ARCH": "sm120"}, query=_no_query)
+        ab.detect_cuda_arch({"AC4K_CUDA_ARCH": "sm100"}, query=_no_query)
     msg = str(e.value)
-    assert "sm120" in msg and "cuda/sm90a" in msg and "AC4K_CUDA_ARCH" in msg
+    assert "sm100" in msg and "cuda/sm90a" in msg and "cuda/sm89" in msg and "AC4K_CUDA_ARCH" in msg
+
+
+@pytest.mark.parametrize("spec", ["sm89", "sm_89", "8.9", "89", "compute_89", "SM_89"])
+def test_detect_cuda_target_sm89_env(spec):
+    assert ab.detect_cuda_target({"AC4K_CUDA_ARCH": spec}, query=_no_query) == ("sm89", "sm89")
+    assert ab.detect_cuda_arch({"AC4K_CUDA_ARCH": spec}, query=_no_query) == "sm89"
+
+
+@pytest.mark.parametrize("spec", ["sm120", "sm_120", "12.0", "sm_120a"])
+def test_detect_cuda_target_sm120_builds_sm89_folder(spec):
+    # no sm120 folder yet: consumer Blackwell compiles the sm89 folder with its own SASS
+    assert ab.detect_cuda_target({"AC4K_CUDA_ARCH": spec}, query=_no_query) == ("sm89", "sm120")
+
+
+def test_detect_cuda_target_from_gpu():
+    assert ab.detect_cuda_target({}, query=lambda: ["8.9"]) == ("sm89", "sm89")
+    assert ab.detect_cuda_target({}, query=lambda: ["12.0", "12.0"]) == ("sm89", "sm120")
+    assert ab.detect_cuda_target({}, query=lambda: ["9.0"]) == ("sm90a", "sm90a")
+    with pytest.raises(BuildConfigError, match="AC4K_CUDA_ARCH"):  # one folder, but two SASS targets
+        ab.detect_cuda_target({}, query=lambda: ["8.9", "12.0"])
+    with pytest.raises(BuildConfigError, match="sm86"):
+        ab.detect_cuda_target({}, query=lambda: ["8.6"])
 
 
 def test_detect_cuda_arch_env_garbage():
@@ -128,8 +150,8 @@ def test_detect_cuda_arch_mixed_gpus():
 
 def test_detect_cuda_arch_gpu_unimplemented():
     with pytest.raises(BuildConfigError) as e:
-        ab.detect_cuda_arch({}, query=lambda: ["12.0"])
-    assert "sm120" in str(e.value) and "cuda/sm90a" in str(e.value)
+        ab.detect_cuda_arch({}, query=lambda: ["10.0"])
+    assert "sm100" in str(e.value) and "cuda/sm90a" in str(e.value)
 
 
 def test_detect_cuda_arch_no_gpu():
@@ -285,18 +307,43 @@ def test_nvcc_flags():
 
 def test_nvcc_flags_unimplemented_arch():
     with pytest.raises(KeyError):
-        ab.nvcc_flags("sm120", 2)
+        ab.nvcc_flags("sm120", 2)  # sm120 is built as ("sm89", sass="sm120"), never as a folder
+    with pytest.raises(KeyError):
+        ab.nvcc_flags("sm100", 2)
+
+
+def test_nvcc_flags_sm89():
+    f = ab.nvcc_flags("sm89", 1)
+    gencode = [x for x in f if x.startswith("-gencode")]
+    # sm_89 SASS plus the compute_89 PTX (JIT on newer GPUs, e.g. the H100 it is tested on)
+    assert gencode == ["-gencode=arch=compute_89,code=sm_89", "-gencode=arch=compute_89,code=compute_89"]
+    assert "-DAC4K_ARCH_SM89=1" in f and "-DAC4K_SASS_CC=89" in f
+    assert "-DAC4K_SASS_CC=90" in ab.nvcc_flags("sm90a", 1)
+
+
+def test_nvcc_flags_sm89_for_sm120():
+    f = ab.nvcc_flags("sm89", 1, sass="sm120")
+    gencode = [x for x in f if x.startswith("-gencode")]
+    assert gencode == ["-gencode=arch=compute_89,code=sm_120", "-gencode=arch=compute_89,code=compute_89"]
+    assert "-DAC4K_ARCH_SM89=1" in f and "-DAC4K_SASS_CC=120" in f
+    assert "-DAC4K_SASS_CC=120" in ab.cxx_flags("sm89", "sm120")
+    with pytest.raises(BuildConfigError):
+        ab.gencode_flags("sm90a", "sm120")
 
 
 def test_cxx_flags():
     f = ab.cxx_flags("sm90a")
-    assert "-DAC4K_ARCH_SM90A=1" in f and "-O3" in f
+    assert "-DAC4K_ARCH_SM90A=1" in f and "-O3" in f and "-DAC4K_SASS_CC=90" in f
+    assert "-DAC4K_ARCH_SM89=1" in ab.cxx_flags("sm89")
 
 
 def test_implemented_table_consistent():
-    # every implemented CUDA arch has an nvcc target and a known name
+    # every implemented CUDA arch has an nvcc target and a known name; archs built from another
+    # folder point at an implemented one
     for arch in ab.IMPLEMENTED["cuda"]:
-        assert arch in ab.GENCODE and arch in ab.KNOWN_CUDA_ARCHS
+        assert arch in ab.GENCODE and arch in ab.KNOWN_CUDA_ARCHS and arch in ab.SASS_CC
+    for arch, folder in ab.BUILT_AS.items():
+        assert folder in ab.IMPLEMENTED["cuda"] and arch in ab.SASS_CC
 
 
 # ============================================================================ setup.py stops early
@@ -313,10 +360,10 @@ def _run_setup(env):
 
 
 def test_setup_stops_for_unimplemented_arch():
-    r = _run_setup(_setup_env(AC4K_BACKEND="cuda", AC4K_CUDA_ARCH="sm120"))
+    r = _run_setup(_setup_env(AC4K_BACKEND="cuda", AC4K_CUDA_ARCH="sm100"))
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert "sm120" in out and "cuda/sm90a" in out
+    assert "sm100" in out and "cuda/sm90a" in out
     assert "build stopped" in out
     assert "sources:" not in out  # stopped before configuring any compile
 

@@ -1,4 +1,4 @@
-"""The compiler's resource report for every sm90a kernel file: no local-memory spills and no
+"""The compiler's resource report for every sm90a and sm89 kernel file: no local-memory spills and no
 wgmma serialization / ignored setmaxnreg warnings (C7508, C7510, C7512, C7513, C7515, C7519). Needs nvcc only."""
 import glob
 import os
@@ -10,12 +10,24 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = sorted(glob.glob(os.path.join(ROOT, "lib", "cuda", "sm90a", "*.cu")))
+SOURCES_SM89 = sorted(glob.glob(os.path.join(ROOT, "lib", "cuda", "sm89", "*.cu")))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 @pytest.mark.parametrize("src", SOURCES, ids=os.path.basename)
 def test_sm90a_kernels_compile_clean(src, tmp_path):
-    cmd = ["nvcc", "-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a", "-DAC4K_ARCH_SM90A=1",
+    _check_report(src, tmp_path, ["-gencode=arch=compute_90a,code=sm_90a", "-DAC4K_ARCH_SM90A=1"])
+
+
+# sm89 is also what consumer Blackwell (sm_120) runs, from the same compute_89 code.
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+@pytest.mark.parametrize("src", SOURCES_SM89, ids=os.path.basename)
+def test_sm89_kernels_compile_clean(src, tmp_path):
+    _check_report(src, tmp_path, ["-arch=sm_89", "-DAC4K_ARCH_SM89=1"])
+
+
+def _check_report(src, tmp_path, target):
+    cmd = ["nvcc", "-O3", "-std=c++17", *target,
            "-I" + os.path.join(ROOT, "include"), "-I" + os.path.join(ROOT, "lib", "cuda"), "-Xptxas", "-v",
            "-c", src, "-o", str(tmp_path / "k.o")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

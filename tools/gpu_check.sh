@@ -2,7 +2,7 @@
 # One device call: build the extension, run the GPU tests (and once under compute-sanitizer),
 # the benchmarks and the main command; results under $OUT (default ./results).
 #   STAGES="build test sanitize bench main profile variants" bash tools/gpu_check.sh
-#   (default: all but profile and variants)
+#   (default: all but profile, variants and sm89)
 # Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
 # variants: each tools/variants/*.patch (experiments, not kept once decided) is applied to a copy of
 # the sources, built in place in parallel with the main build, and its attention rows timed after
@@ -44,6 +44,14 @@ if has variants; then
       MAX_JOBS=${VARIANT_JOBS:-4} python3 setup.py build_ext --inplace >> "$OUT/var_$name.build.log" 2>&1 ) &
   done
 fi
+# sm89: a second build of the same sources for AC4K_CUDA_ARCH=sm89 (mma.sync kernels, compute_89 PTX
+# that the driver JIT-compiles for this GPU), built beside the main one and tested after it.
+SM89=/tmp/ac4k_sm89
+if has sm89; then
+  rm -rf "$SM89"; mkdir -p "$SM89"; cp -r setup.py build_tools include lib python "$SM89"/
+  ( cd "$SM89" && AC4K_CUDA_ARCH=sm89 MAX_JOBS=${SM89_JOBS:-6} python3 setup.py build_ext --inplace > "$OUT/sm89_build.log" 2>&1;
+    echo "rc=$?" >> "$OUT/sm89_build.log"; touch /tmp/ac4k_sm89_done ) &
+fi
 if has build; then
   stage build python3 -m pip install --no-build-isolation --no-deps --no-index -v -e . || { echo "BUILD FAILED"; tail -50 "$OUT/build.log"; exit 1; }
   so=$(python3 -c 'import ac4k_kernel._cuda_ops as m; print(m.__file__)')
@@ -56,12 +64,21 @@ fi
 has test && stage test timeout ${TEST_TIMEOUT:-1500} python3 -m pytest tests/gpu -q -rs -k "${TEST_K:-}" ${PYTEST_ARGS:-}
 # torch.compile and the fp64 S=8192 reference under the sanitizer take minutes and check nothing of
 # ours: leave them out there. racecheck on one attention case (shared memory of the TMA pipeline).
-has sanitize && stage sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --target-processes all \
-  python3 -m pytest tests/gpu -q -k "not compile and not s8192 and not never_released and not device_grid" -x ${PYTEST_ARGS:-}
+# SANITIZE_K narrows it further (a pytest -k expression), SANITIZE_TIMEOUT cuts it off.
+has sanitize && stage sanitize timeout ${SANITIZE_TIMEOUT:-3000} compute-sanitizer --tool memcheck --error-exitcode 9 \
+  --target-processes all python3 -m pytest tests/gpu -q -x \
+  -k "not compile and not s8192 and not never_released and not device_grid${SANITIZE_K:+ and ($SANITIZE_K)}" ${PYTEST_ARGS:-}
 has sanitize && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
   python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
 has bench && stage bench timeout ${BENCH_TIMEOUT:-1500} python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 has main && stage main python3 -m ac4k_kernel
+if has sm89; then
+  while [ ! -e /tmp/ac4k_sm89_done ]; do sleep 2; done
+  AC4K_ALLOW_PTX_JIT=1 CUDA_CACHE_MAXSIZE=4294967296 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} stage sm89_test \
+    timeout ${SM89_TEST_TIMEOUT:-600} python3 -m pytest tests/gpu -q -rs -p no:cacheprovider -k "${SM89_TEST_K:-}"
+  AC4K_ALLOW_PTX_JIT=1 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} python3 -c \
+    'import ac4k_kernel._cuda_ops as m; print("sm89 build:", m.__file__, m.__arch__, m.__sass_cc__)' 2>&1 | tee -a "$LOG"
+fi
 if has variants; then
   wait  # the variant builds
   # WAIT_FOR: a file that something started beside this script (an anchor's build) touches when done;
@@ -92,6 +109,6 @@ fi
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${status[@]}" | tee -a "$LOG"
-grep -E "passed|failed|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/test.log "$OUT"/sanitize.log "$OUT"/racecheck.log 2>/dev/null | tail -6
+grep -E "passed|failed|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/test.log "$OUT"/sm89_test.log "$OUT"/sanitize.log "$OUT"/racecheck.log 2>/dev/null | tail -6
 [ -f "$OUT/bench.log" ] && sed -n '/^op /,$p' "$OUT/bench.log"
 true

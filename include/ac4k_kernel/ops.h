@@ -8,6 +8,18 @@
 
 #include "ac4k_kernel/types.h"
 
+// The ops each arch folder implements (the binding registers only these; the others stay absent
+// from torch.ops.ac4k, and the Python API says which precisions the build has).
+#if defined(AC4K_ARCH_SM90A)
+#define AC4K_HAS_QUANTIZE_NVFP4 1
+#define AC4K_HAS_MHA_FP8 1
+#define AC4K_HAS_MHA_BF16 1
+#define AC4K_HAS_MHA_ROPE 1  // q rotated inside the 8-bit attention kernel
+#define AC4K_HAS_GEMM 1
+#elif defined(AC4K_ARCH_SM89)  // Ada (and consumer Blackwell until lib/cuda/sm120): mma.sync kernels
+#define AC4K_HAS_MHA_FP8 1
+#endif
+
 namespace ac4k {
 
 // Symmetric INT8 (scale = amax/127, round half to even); see ac4k_kernel.reference.quantize_int8.
@@ -18,8 +30,13 @@ cudaError_t quantize_fp8(const QuantizeParams& params, cudaStream_t stream);
 cudaError_t quantize_nvfp4(const QuantizeNvfp4Params& params, cudaStream_t stream);
 // Attention K and V: smoothed K to INT8 (or E4M3) per 64-token block, V to transposed, permuted FP8.
 cudaError_t quantize_attention_kv(const QuantizeAttentionKvParams& params, cudaStream_t stream);
+// Floats of params.scratch that quantize_attention_kv needs for these sizes (the caller allocates).
+int64_t quantize_attention_kv_scratch(const QuantizeAttentionKvParams& params);
 // Wan's 3D rotary embedding; reference.rope3d.
 cudaError_t rope3d(const Rope3dParams& params, cudaStream_t stream);
+// The multiplier table of params (any RopeTable form) as HiLo: float4 [max_pos, D/2] into out,
+// which the fused rotations (quantize_attention_kv's K, the attention kernel's Q) read.
+cudaError_t rope_table(const RopeFreqs& params, int pairs, void* out, cudaStream_t stream);
 // Attention, QK^T in INT8 and PV in FP8 (Q quantized in the kernel, K and V by the op above);
 // reference.attention_int8_fp8.
 cudaError_t mha_int8_x_fp8_fwd(const Mha8bitParams& params, cudaStream_t stream);

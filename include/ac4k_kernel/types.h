@@ -70,6 +70,8 @@ enum class RopeTable : int32_t {
   Complex128 = 0,  // freqs: complex128 [max_pos, D/2] (double pairs), row stride freqs_ld
   Complex64 = 1,   // freqs: complex64 [max_pos, D/2] (float pairs), row stride freqs_ld
   CosSin = 2,      // freqs: float32 cos [max_pos, D/2] (row stride freqs_ld); sin likewise (sin_ld)
+  HiLo = 3,        // freqs: float4 (cos hi, sin hi, cos lo, sin lo) [max_pos, D/2], row stride freqs_ld
+                   // float4s: any of the above as rope_table converts it, the form the fused ops read
 };
 
 // The rotation itself, shared by rope3d and the ops that fuse it (quantize_attention_kv's K).
@@ -122,6 +124,10 @@ struct QuantizeAttentionKvParams {
   // mean and the quantization, the rotated values rounded to k's dtype exactly as rope3d writes them.
   bool rope = false;
   RopeFreqs rope_freqs;
+  // Work space of the arch's kernels, quantize_attention_kv_scratch(params) floats (0 on sm90a,
+  // whose clusters meet in distributed shared memory; sm89: per-chunk partial statistics, merged in
+  // a fixed order so that the output is deterministic).
+  float* scratch = nullptr;
 };
 
 // The 8-bit attention kernels: mha_int8_x_fp8_fwd (k INT8) and mha_fp8_fwd (k FP8 E4M3; q

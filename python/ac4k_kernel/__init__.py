@@ -20,6 +20,7 @@ def get_info() -> dict:
     """Build and runtime facts: version, backend, arch, ops in this build, torch/CUDA, GPUs."""
     import torch
 
+    from . import _backend
     from ._backend import _load_error, available_ops
     gpus = []
     if torch.cuda.is_available():
@@ -30,6 +31,8 @@ def get_info() -> dict:
         "version": __version__,
         "backend": get_backend(),
         "arch": get_arch(),
+        "sass": (lambda c: None if c is None else f"sm_{c[0]}{c[1]}")(_backend.get_sass_cc()),
+        "ptx_jit": _backend.ptx_jit_in_use,
         "extension_error": _load_error,
         "ops": sorted(available_ops()),
         "torch": torch.__version__,

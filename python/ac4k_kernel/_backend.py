@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import warnings
 
 import torch  # loads libc10/libtorch, which the compiled module links against)
 
@@ -36,23 +38,56 @@ def get_arch() -> str | None:
     return getattr(_C, "__arch__", None)
 
 
-def check_gpu_matches(torch_mod=None) -> None:
-    """Raise if a visible GPU has another compute capability than the compiled arch."""
-    if _C is None:
+def get_sass_cc(mod=None) -> tuple | None:
+    """(major, minor) of the SASS this build carries (e.g. (8, 9)); None without a build."""
+    mod = _C if mod is None else mod
+    cc = getattr(mod, "__sass_cc__", None)
+    if cc is None:  # a module built before the attribute existed: the arch's own capability
+        return _ARCH_CAPABILITY.get(getattr(mod, "__arch__", None))
+    return tuple(int(x) for x in cc)
+
+
+# Archs whose build also embeds PTX (compute_89 for sm89), which the driver can JIT for a newer GPU.
+PTX_ARCHS = {"sm89": (8, 9)}
+PTX_JIT_ENV = "AC4K_ALLOW_PTX_JIT"
+ptx_jit_in_use = False  # set by check_gpu_matches when a GPU runs this build's PTX
+
+
+def check_gpu_matches(torch_mod=None, mod=None, env=None) -> None:
+    """Raise if a visible GPU has another compute capability than the compiled SASS. An sm89 build
+    (compute_89 PTX inside) may run on a newer GPU through the driver's JIT, but only when
+    AC4K_ALLOW_PTX_JIT=1 is set (for testing the sm89 kernels on an H100); it warns when it does."""
+    global ptx_jit_in_use
+    mod = _C if mod is None else mod
+    if mod is None:
         return
     torch_mod = torch_mod or torch
+    env = os.environ if env is None else env
     if not torch_mod.cuda.is_available():
         return
-    arch = get_arch()
-    want = _ARCH_CAPABILITY.get(arch)
+    arch = getattr(mod, "__arch__", None)
+    want = get_sass_cc(mod)
     found = [torch_mod.cuda.get_device_capability(i) for i in range(torch_mod.cuda.device_count())]
-    bad = [f"cuda:{i} ({torch_mod.cuda.get_device_name(i)}, compute capability {c[0]}.{c[1]})"
-           for i, c in enumerate(found) if c != want]
-    if bad:
-        raise RuntimeError(
-            f"ac4k_kernel was built for {arch} (compute capability {want[0]}.{want[1]}) but found "
-            f"{', '.join(bad)}. Rebuild for this GPU: {REINSTALL} (the arch is detected from nvidia-smi, "
-            "or set AC4K_CUDA_ARCH), or hide other GPUs with CUDA_VISIBLE_DEVICES.")
+    names = [torch_mod.cuda.get_device_name(i) for i in range(len(found))]
+    bad = [i for i, c in enumerate(found) if tuple(c) != tuple(want)]
+    if not bad:
+        return
+    desc = ", ".join(f"cuda:{i} ({names[i]}, compute capability {found[i][0]}.{found[i][1]})" for i in bad)
+    ptx = PTX_ARCHS.get(arch)
+    jit_ok = ptx is not None and all(tuple(found[i]) >= ptx for i in bad)
+    if jit_ok and env.get(PTX_JIT_ENV, "") == "1":
+        ptx_jit_in_use = True
+        warnings.warn(
+            f"ac4k_kernel: running the {arch} build (SASS for {want[0]}.{want[1]}) on {desc} through the "
+            f"driver's JIT of its compute_{ptx[0]}{ptx[1]} PTX ({PTX_JIT_ENV}=1): for testing the {arch} kernels; "
+            "timings do not represent either GPU.", RuntimeWarning, stacklevel=2)
+        return
+    hint = (f" This build embeds compute_{ptx[0]}{ptx[1]} PTX: set {PTX_JIT_ENV}=1 to run it on this GPU anyway "
+            "through the driver's JIT (for testing)." if jit_ok else "")
+    raise RuntimeError(
+        f"ac4k_kernel was built for {arch} (SASS for compute capability {want[0]}.{want[1]}) but found "
+        f"{desc}. Rebuild for this GPU: {REINSTALL} (the arch is detected from nvidia-smi, "
+        f"or set AC4K_CUDA_ARCH), or hide other GPUs with CUDA_VISIBLE_DEVICES.{hint}")
 
 
 _KNOWN_OPS = {"quantize_int8", "quantize_int8_out", "quantize_fp8", "quantize_fp8_out", "quantize_nvfp4",

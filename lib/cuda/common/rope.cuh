@@ -40,8 +40,18 @@ __device__ __forceinline__ float4 load_mult(const RopeFreqs& p, int64_t pos, int
     const float2 z = static_cast<const float2*>(p.freqs)[pos * p.freqs_ld + pair];
     return make_float4(z.x, z.y, 0.f, 0.f);
   }
+  if (p.table == RopeTable::HiLo) return static_cast<const float4*>(p.freqs)[pos * p.freqs_ld + pair];
   return make_float4(static_cast<const float*>(p.freqs)[pos * p.freqs_ld + pair], p.sin[pos * p.sin_ld + pair], 0.f,
                      0.f);
+}
+
+// The whole table as HiLo (rope_table): converting complex128 per chunk costs six FP64-pipe
+// instructions a pair, which made the fused K pass 1.8x slower than rope3d + the plain pass.
+template <int kUnused = 0>
+__global__ void rope_table_kernel(const __grid_constant__ RopeFreqs p, int pairs, float4* out) {
+  const int64_t n = p.max_pos * pairs;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = load_mult(p, i / pairs, int(i % pairs));
 }
 
 // Position of token s on pair `pair`'s axis (frame pairs [0, split0), height [split0, split1), width).
@@ -86,38 +96,22 @@ __device__ __forceinline__ bool rope_grid(const RopeFreqs& p, int64_t b, int64_t
   }
 }
 
-// 8 elements (pairs pair0 .. pair0 + 3) of token s, rotated; the multipliers come from the table
-// (L1 / L2-resident) one pair at a time. The token's axis positions take two divisions once (per
-// pair they were a third of the fused K pass's instructions) and the table form is chosen once.
-template <typename T>
+// 8 elements (pairs pair0 .. pair0 + 3) of token s, rotated. kHiLo: the table is HiLo (the fused
+// ops get theirs from rope_table), one float4 load a pair; else any form through load_mult. The
+// token's axis positions take two divisions once (per pair they were a third of the fused K pass's
+// instructions).
+template <typename T, bool kHiLo = true>
 __device__ __forceinline__ uint4 rope8(const uint4& u, const RopeFreqs& p, uint32_t s, int pair0, uint32_t gh,
                                        uint32_t gw) {
   const uint32_t sw = s / gw, pf = sw / gh, ph = sw - pf * gh, pw = s - sw * gw;
   float a[8];
   unpack8<T>(u, a);
-  float4 m[4];
-  // Element offset of (the pair's axis position, pair) in a table of row pitch ld.
-  auto at = [&](int pair, int64_t ld) {
-    return (pair < p.split0 ? int64_t(pf) * ld : pair < p.split1 ? int64_t(ph) * ld : int64_t(pw) * ld) + pair;
-  };
-  if (p.table == RopeTable::Complex128) {
+  float4 m[4];  // all four loads in flight before the math
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const double2 z = static_cast<const double2*>(p.freqs)[at(pair0 + e, p.freqs_ld)];
-      const float c = __double2float_rn(z.x), sn = __double2float_rn(z.y);
-      m[e] = make_float4(c, sn, __double2float_rn(z.x - double(c)), __double2float_rn(z.y - double(sn)));
-    }
-  } else if (p.table == RopeTable::Complex64) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 z = static_cast<const float2*>(p.freqs)[at(pair0 + e, p.freqs_ld)];
-      m[e] = make_float4(z.x, z.y, 0.f, 0.f);
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      m[e] = make_float4(static_cast<const float*>(p.freqs)[at(pair0 + e, p.freqs_ld)],
-                         p.sin[at(pair0 + e, p.sin_ld)], 0.f, 0.f);
+  for (int e = 0; e < 4; ++e) {
+    const int pair = pair0 + e;
+    const uint32_t pos = pair < p.split0 ? pf : pair < p.split1 ? ph : pw;
+    m[e] = kHiLo ? static_cast<const float4*>(p.freqs)[int64_t(pos) * p.freqs_ld + pair] : load_mult(p, pos, pair);
   }
   uint32_t w[4];
 #pragma unroll

@@ -18,7 +18,8 @@
 //     O += P V      wgmma m64nDk16, A = P from registers, B = V [keys, D] from shared memory read
 //                   MN-major (transpose-b; LBO = the 64-column panel stride, SBO = 1024 B between
 //                   8-key groups); O accumulates in the wgmma's f32 accumulator (no promotion)
-// Schedules (Schedule below; the launcher picks one, AC4K_BF16_SCHEDULE overrides it at run time):
+// Schedules (Schedule below, a template parameter; kDefaultSchedule<D> is the one built, chosen by
+// measurement: docs/perf-notes.md, mha_bf16_fwd):
 //   kOverlap   intra-warpgroup pipelining: S_{n+1} = Q K_{n+1} and O += P_n V_n are issued
 //              together, and the softmax of S_{n+1} runs while P_n V_n is in flight
 //   kPingPong  the two consumers take turns issuing their GEMMs (named barriers 1 and 2), so one
@@ -32,8 +33,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <initializer_list>
 #include <cuda/ptx>
 #include <type_traits>
@@ -57,10 +56,15 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // Bit 0: intra-warpgroup overlap, bit 1: ping-pong between the consumers.
 enum Schedule : int { kSerial = 0, kOverlap = 1, kPingPong = 2, kOverlapPingPong = 3 };
-#ifndef AC4K_BF16_DEFAULT_SCHEDULE
-#define AC4K_BF16_DEFAULT_SCHEDULE 3
+// Measured on the H200 (session 8): at D = 128 overlap+pingpong is the fastest or tied at every S,
+// at D = 64 overlap beats it by 4%. -DAC4K_BF16_SCHEDULE=0..3 builds another one for experiments.
+#ifdef AC4K_BF16_SCHEDULE
+template <int D>
+constexpr int kDefaultSchedule = AC4K_BF16_SCHEDULE;
+#else
+template <int D>
+constexpr int kDefaultSchedule = D == 128 ? kOverlapPingPong : kOverlap;
 #endif
-constexpr int kDefaultSchedule = AC4K_BF16_DEFAULT_SCHEDULE;
 
 template <int D>
 struct Layout {
@@ -466,29 +470,6 @@ cudaError_t launch(const MhaBf16Params& p, cudaStream_t stream) {
   return last_launch_error();
 }
 
-// AC4K_BF16_SCHEDULE=serial|overlap|pingpong|overlap+pingpong (read at each launch) selects the
-// schedule of the bf16 kernels, for measuring them in one process; fp16 always runs the default.
-int schedule_from_env() {
-  const char* e = std::getenv("AC4K_BF16_SCHEDULE");
-  if (e == nullptr || *e == '\0') return kDefaultSchedule;
-  if (std::strcmp(e, "serial") == 0) return kSerial;
-  if (std::strcmp(e, "overlap") == 0) return kOverlap;
-  if (std::strcmp(e, "pingpong") == 0) return kPingPong;
-  if (std::strcmp(e, "overlap+pingpong") == 0) return kOverlapPingPong;
-  return kDefaultSchedule;
-}
-
-template <int D>
-cudaError_t launch_bf16(const MhaBf16Params& p, cudaStream_t stream) {
-  using T = __nv_bfloat16;
-  switch (schedule_from_env()) {
-    case kSerial: return launch<T, D, kSerial>(p, stream);
-    case kOverlap: return launch<T, D, kOverlap>(p, stream);
-    case kPingPong: return launch<T, D, kPingPong>(p, stream);
-    default: return launch<T, D, kOverlapPingPong>(p, stream);
-  }
-}
-
 }  // namespace
 }  // namespace sm90a
 
@@ -510,8 +491,12 @@ cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream) {
   if (q.B * q.H * q.S == 0) return cudaSuccess;
   if (q.B > 65535 || q.H > 65535 || k.S > (int64_t(1) << 31) - sm90a::kBlockN ||
       q.S > (int64_t(1) << 31) - sm90a::kBlockM) return cudaErrorNotSupported;
-  if (q.D == 128) return bf16 ? sm90a::launch_bf16<128>(p, stream) : sm90a::launch<__half, 128, sm90a::kDefaultSchedule>(p, stream);
-  return bf16 ? sm90a::launch_bf16<64>(p, stream) : sm90a::launch<__half, 64, sm90a::kDefaultSchedule>(p, stream);
+  using sm90a::kDefaultSchedule;
+  if (q.D == 128)
+    return bf16 ? sm90a::launch<__nv_bfloat16, 128, kDefaultSchedule<128>>(p, stream)
+                : sm90a::launch<__half, 128, kDefaultSchedule<128>>(p, stream);
+  return bf16 ? sm90a::launch<__nv_bfloat16, 64, kDefaultSchedule<64>>(p, stream)
+              : sm90a::launch<__half, 64, kDefaultSchedule<64>>(p, stream);
 }
 
 }  // namespace ac4k

@@ -411,6 +411,9 @@ cudaError_t launch_kv(const QuantizeAttentionKvParams& p, cudaStream_t stream) {
 }  // namespace
 }  // namespace sm90a
 
+// The clusters meet in distributed shared memory: no global work space.
+int64_t quantize_attention_kv_scratch(const QuantizeAttentionKvParams&) { return 0; }
+
 cudaError_t quantize_attention_kv(const QuantizeAttentionKvParams& p, cudaStream_t stream) {
   const TokenView &kv = p.kv, &vv = p.vv;
   if (kv.B * kv.H == 0) return cudaSuccess;

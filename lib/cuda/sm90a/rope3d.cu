@@ -138,4 +138,12 @@ cudaError_t rope3d(const Rope3dParams& p, cudaStream_t stream) {
   }
 }
 
+cudaError_t rope_table(const RopeFreqs& p, int pairs, void* out, cudaStream_t stream) {
+  const int64_t n = p.max_pos * pairs;
+  if (n == 0) return cudaSuccess;
+  rope_table_kernel<<<unsigned(std::min<int64_t>(ceil_div(n, int64_t(256)), 1024)), 256, 0, stream>>>(
+      p, pairs, static_cast<float4*>(out));
+  return last_launch_error();
+}
+
 }  // namespace ac4k
