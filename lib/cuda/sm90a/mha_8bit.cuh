@@ -28,12 +28,13 @@
 // warps per scheduler the softmax is latency-bound, and the overlap variants spill. A persistent
 // grid (tiles strided over resident CTAs, loads running ahead across tiles) lost 5-11%: thread 0's
 // tile bookkeeping in the hot loop delays warp 0, which the whole warpgroup waits for.
+// Three warpgroups an SM in one CTA sharing 5 K / V^T stages (each block loaded once for 192 rows),
+// unordered or with a tensor-core turn order between them, were 2-16% slower than three CTAs.
 #pragma once
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 
-#include <cuda/atomic>
 #include <cuda/ptx>
 #include <type_traits>
 
@@ -51,6 +52,7 @@ namespace sm90a {
 namespace {  // internal to each kernel file that includes this
 
 constexpr int kBlockM = 64;   // query rows per CTA: one warpgroup
+constexpr int kStages = 2;    // K / V^T blocks in flight: three CTAs per SM must fit in shared memory
 constexpr int kBlockN = 128;  // keys per step
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLog2P = 8.807354922057604f;  // log2(448): P in [0, 448] uses the E4M3 range
@@ -145,33 +147,14 @@ __device__ __forceinline__ void softmax_step(Acc (&acc)[kBlockN / 2], uint32_t (
   }
 }
 
-// Warpgroups per CTA, each owning 64 query rows; K / V^T stages are shared by all of them.
-// kWgs == 1: three (D = 128) or four (D = 64) independent CTAs an SM, two private stages each.
-// kWgs > 1: one CTA an SM, the stages shared (each K / V^T block loaded once for kWgs * 64 rows),
-// refilled by the warpgroup that releases a stage last.
-template <int D>
-constexpr int kWgs = 1;
-template <int D>
-constexpr int kStagesOf = kWgs<D> == 1 ? 2 : (D == 128 ? 5 : 6);
-// Tensor-core turn order between the warpgroups of a CTA (kWgs > 1, non-causal): 0 none; 1 a
-// warpgroup holds the turn from its PV issue to its next QK issue; 2 a turn per GEMM issue.
-constexpr int kOrder = 0;
-
 template <int D>
 struct Smem {
-  static constexpr int kStages = kStagesOf<D>;
   static constexpr int kQ = kBlockM * D;
-  static constexpr int kPitch = D * 2 + 16;  // O staging row, bytes (see the epilogue)
-  // kWgs > 1: a warpgroup's region holds its Q tile, then its O staging (Q is dead by then).
-  static constexpr int kRegion = kWgs<D> == 1 ? kQ : (kQ > kBlockM * kPitch ? kQ : kBlockM * kPitch);
   static constexpr int kK = kBlockN * D;
   static constexpr int kVData = D * kBlockN;
   static constexpr int kV = (D + 8) * kBlockN;
   // No alignment slack: three CTAs must fit in the SM's 228 KB (the base is checked below).
-  static constexpr int kBytes = kWgs<D> * kRegion + kStages * (kK + kV) + 64 /* barriers */ + (kWgs<D> > 1 ? 32 : 0) /* counters */;
-  static_assert(kRegion % 1024 == 0 && kK % 1024 == 0 && kV % 1024 == 0, "1024-byte aligned tiles");
-  static_assert(kWgs<D> > 1 || kBlockM * kPitch <= kStages * kK, "O tile fits the K stages");
-  static_assert(kStages <= 8, "barrier space");
+  static constexpr int kBytes = kQ + kStages * (kK + kV) + 64 /* barriers */;
 };
 
 // Byte offset of (row, 8-byte chunk ch) in a K-major 8-bit tile of D bytes per row, swizzled as TMA
@@ -237,47 +220,33 @@ struct QRows {
 };
 
 // QkFmt: Int8Format (mha_int8_x_fp8_fwd) or Fp8Format (mha_fp8_fwd), Q's and K's format.
-// kOrdered: the turn order of kOrder (non-causal launches: every warpgroup sees the same blocks).
 // kRope: q rotated by rope3d (p.rope) between its load and its quantization.
-template <typename T, int D, typename QkFmt, bool kOrdered, bool kRope>
-__global__ void __launch_bounds__(128 * kWgs<D>, kWgs<D> == 1 ? (D == 64 ? 4 : 3) : 1)
+template <typename T, int D, typename QkFmt, bool kRope>
+__global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
 mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
                 const __grid_constant__ Mha8bitParams p) {
-  constexpr int kW = kWgs<D>;
-  constexpr int kStages = Smem<D>::kStages;
   extern __shared__ __align__(1024) uint8_t smem[];
   // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
   // window starts there on sm90 (no static shared memory in this kernel).
   if ((static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u) != 0) __trap();
-  const int wg = kW == 1 ? 0 : int(threadIdx.x / 128);
-  uint8_t* sq = smem + wg * Smem<D>::kRegion;  // this warpgroup's Q tile
-  uint8_t* sk = smem + kW * Smem<D>::kRegion;
+  uint8_t* sq = smem;
+  uint8_t* sk = sq + Smem<D>::kQ;
   uint8_t* sv = sk + kStages * Smem<D>::kK;
   uint64_t* full = reinterpret_cast<uint64_t*>(sv + kStages * Smem<D>::kV);
-  int* released = reinterpret_cast<int*>(full + 8);  // kW > 1: warpgroups done with each stage
-  int* wg_blocks = released + 8;                      // kW > 1: key blocks of each warpgroup
 
   const TokenView& qv = p.q_view;
   const TokenView& kv = p.k_view;
-  const int h = blockIdx.y, b = blockIdx.z;
+  const int m_blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int hkv = int(h / (qv.H / kv.H));
   const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
-  // Key blocks seen by warpgroup w's 64 rows. Causal (bottom-right aligned): query row i sees keys
-  // j <= i + Sk - Sq.
-  auto blocks_of = [&](int w) {
-    const int64_t m64 = int64_t(blockIdx.x) * kW + w;
-    if (!p.causal) return n_blocks_all;
-    const int64_t last_key = (m64 + 1) * kBlockM - 1 + kv.S - qv.S;
-    return last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
-  };
-  // Warpgroups with rows inside Sq (the first always has some); the last has the most blocks.
-  const int n_wg = kW == 1 ? 1 : int(min(int64_t(kW), ceil_div(qv.S - int64_t(blockIdx.x) * kW * kBlockM, kBlockM)));
-  const int n_blocks_cta = blocks_of(n_wg - 1);
-  const int m_blk = blockIdx.x * kW + wg;  // this warpgroup's 64-row block
-  const int n_blocks = kW == 1 ? n_blocks_cta : blocks_of(wg);
+  // Causal (bottom-right aligned): query row i sees keys j <= i + Sk - Sq.
+  int n_blocks = n_blocks_all;
+  if (p.causal) {
+    const int64_t last_key = int64_t(m_blk + 1) * kBlockM - 1 + kv.S - qv.S;
+    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
+  }
 
-  const int tid = threadIdx.x, lane = tid % 32, quad = lane % 4;
-  const int warp = kW == 1 ? tid / 32 : int(threadIdx.x % 128 / 32);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, quad = lane % 4;
   QRows<D> qrows;
   qrows.load(static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
              int64_t(m_blk) * kBlockM + warp * 16, lane);
@@ -286,8 +255,7 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
     // attention() meets it first in the K / V pass, which says what is wrong.
     int64_t gf = 0, gh = 0, gw = 0;
     if (rope_grid_read(p.rope_freqs, b, qv.S, gf, gh, gw) != 0) __trap();
-    const int64_t n_rot = gf * gh * gw;
-    qrows.template rotate<T>(p.rope_freqs, n_rot, int64_t(m_blk) * kBlockM + warp * 16, lane, uint32_t(gh),
+    qrows.template rotate<T>(p.rope_freqs, gf * gh * gw, int64_t(m_blk) * kBlockM + warp * 16, lane, uint32_t(gh),
                              uint32_t(gw));
   }
 
@@ -304,33 +272,13 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
   };
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) mbar_init(full + s, 1);
-    if (kW > 1) {
-      for (int s = 0; s < kStages; ++s) released[s] = 0;
-      for (int w = 0; w < kW; ++w) wg_blocks[w] = w < n_wg ? blocks_of(w) : 0;
-    }
     fence_barrier_init();
-    for (int n = 0; n < kStages && n < n_blocks_cta; ++n) load_kv(n, n);
+    for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
   }
   // Q scale per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
   const float q_scale = qrows.template quantize<T, QkFmt>(sq, warp * 16, lane);
   fence_proxy_async_shared();  // generic-proxy writes (Q, ones rows) before the wgmma reads them
   __syncthreads();
-  if (kW > 1 && wg >= n_wg) return;  // rows past Sq: no stage waits for this warpgroup
-
-  // Turn order (kOrder): warpgroup w waits on named barrier 1 + w, which its predecessor in the
-  // ring of active warpgroups arrives on after its own GEMM issue (a ring of one passes the turn to
-  // itself). The last one's first arrival is made up front, and warpgroup 0 takes one extra turn
-  // at the end, so every barrier phase completes. No branches around the barriers: ptxas then
-  // spills the accumulators.
-  static_assert(!kOrdered || (kW > 1 && kOrder != 0), "ordered launches need kWgs > 1");
-  const uint32_t bar_next = 1 + (wg + 1) % n_wg;
-  if (kOrdered && wg == n_wg - 1) named_bar_arrive(1, 256);
-  auto turn_begin = [&] {
-    if (kOrdered) named_bar_sync(1 + wg, 256);
-  };
-  auto turn_end = [&] {
-    if (kOrdered) named_bar_arrive(bar_next, 256);
-  };
 
   const int64_t row0 = int64_t(m_blk) * kBlockM + warp * 16 + lane / 4;  // and row0 + 8
   const int n_kblk = int(ceil_div(kv.S, 64));
@@ -359,27 +307,10 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
       issue_qk<D>(acc, dq, sk + stage * Smem<D>::kK);
       wgmma_commit();
     };
-    // Block n's stage is free once its PV is done: one CTA's load of block n + kStages.
-    auto release = [&](int n, int stage) {
-      if (kW == 1) {
-        if (tid == 0 && n + kStages < n_blocks_cta) load_kv(n + kStages, stage);
-      } else if (tid % 128 == 0) {
-        int users = 0;  // warpgroups that read block n
-#pragma unroll
-        for (int w = 0; w < kW; ++w) users += wg_blocks[w] > n ? 1 : 0;
-        cuda::atomic_ref<int, cuda::thread_scope_block> cnt(released[stage]);
-        if (cnt.fetch_add(1, cuda::memory_order_acq_rel) == users - 1) {
-          cnt.store(0, cuda::memory_order_relaxed);
-          if (n + kStages < n_blocks_cta) load_kv(n + kStages, stage);
-        }
-      }
-    };
     int stage = 0;
     uint32_t phase = 0;
     mbar_wait(full, 0);
-    turn_begin();
     qk(0);
-    turn_end();
     block_c(0);
     wgmma_wait<0>();
     wgmma_fence_operand(acc);
@@ -398,16 +329,14 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
         softmax_step<false>(acc, pa, c, m, alpha, 0, 0);
       }
       const uint64_t dv = make_smem_desc_kmajor_sw128(sv + stage * Smem<D>::kV);
-      turn_begin();
       wgmma_fence_operand(ob);
       wgmma_fence();
 #pragma unroll
       for (int k = 0; k < kBlockN / 32; ++k) wgmma_e4m3_rs(ob, pa[k], smem_desc_advance(dv, 32 * k), k > 0);
       wgmma_commit();
-      if (kOrder == 2 || !kMore) turn_end();
       wgmma_wait<0>();
       wgmma_fence_operand(ob);
-      release(n, stage);
+      if (tid == 0 && n + kStages < n_blocks) load_kv(n + kStages, stage);  // the stage is free
 #pragma unroll
       for (int i = 0; i < D / 2; ++i) o[i] = fmaf(o[i], alpha[(i / 2) % 2], ob[i]);
       l[0] = fmaf(l[0], alpha[0], ob[D / 2]);
@@ -418,9 +347,7 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
       }
       if (kMore) {
         mbar_wait(full + stage, phase);
-        if (kOrder == 2) turn_begin();
         qk(stage);
-        turn_end();
         block_c(n + 1);
         wgmma_wait<0>();
         wgmma_fence_operand(acc);
@@ -429,7 +356,6 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
     for (int n = 0; n + 1 < n_blocks; ++n) step(n, std::true_type{});
     step(n_blocks - 1, std::false_type{});
   }
-  if (kOrdered && wg == 0) turn_begin();
 
   // Epilogue: O * v_scale / l, stores in the caller's layout.
   // The thread's channels 8j + 2q, +1: one 8-byte load each, shared by its two rows.
@@ -438,13 +364,13 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) vs[j] = v_scale[4 * j];
   const TokenView& ov = p.o_view;
-  // O is staged in shared memory, then stored as 16-byte row chunks (the 4-byte fragment stores
-  // were ~10% of the 512-key cross-attention): in the K stages with one warpgroup (free now: every
-  // wgmma and TMA load has completed), else in the warpgroup's own region (its Q tile is dead).
-  // Rows padded by 16 bytes: the 8 rows a fragment store writes fall in distinct banks. Each warp
-  // reads back only its own 16 rows.
-  constexpr int kPitch = Smem<D>::kPitch;
-  uint8_t* so = kW == 1 ? sk : sq;
+  // O is staged in shared memory (the K stages, free now: every wgmma and TMA load has completed),
+  // then stored as 16-byte row chunks (the 4-byte fragment stores were ~10% of the 512-key
+  // cross-attention). Rows padded by 16 bytes: the 8 rows a fragment store writes fall in
+  // distinct banks. Each warp reads back only its own 16 rows.
+  constexpr int kPitch = D * 2 + 16;  // bytes
+  static_assert(kBlockM * kPitch <= kStages * Smem<D>::kK, "O tile fits the K stages");
+  uint8_t* so = sk;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
@@ -498,15 +424,12 @@ cudaError_t launch(const Mha8bitParams& p, cudaStream_t stream) {
     err = encode_tensor_map(&tv, p.vt, ScalarType::UInt8, 3, dims, strides, box, TmaSwizzle::B128);
   }
   if (err != cudaSuccess) return err;
-  constexpr bool kOrdered = kWgs<D> > 1 && kOrder != 0;
-  auto kernel = p.causal || !kOrdered
-                    ? (p.rope ? mha_8bit_kernel<T, D, QkFmt, false, true> : mha_8bit_kernel<T, D, QkFmt, false, false>)
-                    : (p.rope ? mha_8bit_kernel<T, D, QkFmt, kOrdered, true> : mha_8bit_kernel<T, D, QkFmt, kOrdered, false>);
+  auto kernel = p.rope ? mha_8bit_kernel<T, D, QkFmt, true> : mha_8bit_kernel<T, D, QkFmt, false>;
   const int smem = Smem<D>::kBytes;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM * kWgs<D>)), unsigned(p.q_view.H), unsigned(p.q_view.B));
-  kernel<<<grid, 128 * kWgs<D>, smem, stream>>>(tk, tv, p);
+  const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
+  kernel<<<grid, 128, smem, stream>>>(tk, tv, p);
   return last_launch_error();
 }
 
