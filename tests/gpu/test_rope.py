@@ -13,6 +13,7 @@ import torch
 
 import ac4k_kernel
 from ac4k_kernel import reference as ref
+from ac4k_kernel.ops.rope import rope_args
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available() or "rope3d" not in ac4k_kernel.get_info()["ops"],
@@ -383,7 +384,12 @@ ATT_ROPE = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal, grids, form, grid_on_gpu
 @pytest.mark.parametrize("B,Sq,Sk,Hq,Hkv,D,layout,causal,grids,form,grid_on_gpu", ATT_ROPE)
 def test_attention_rope(B, Sq, Sk, Hq, Hkv, D, layout, causal, grids, form, grid_on_gpu, precision):
     """attention(..., rope=(grid_sizes, freqs)) equals attention on rope3d(q), rope3d(k), bit for bit
-    (o and lse): the 8-bit precisions rotate q inside the attention kernel and k inside the K / V pass."""
+    (o and lse); and the 8-bit attention ops rotating q inside the kernel (their grid_sizes / freqs
+    arguments, sm90a) equal the op on rope3d(q), bit for bit."""
+    ops = ac4k_kernel.get_info()["ops"]
+    name = {"int8+fp8e4m3": "mha_int8_x_fp8_fwd", "fp8e4m3": "mha_fp8_fwd", "bf16": "mha_bf16_fwd"}[precision]
+    if name not in ops:
+        pytest.skip(f"this build has no {name}")
     freqs, table = _freqs_forms(64, D)[form]
     g = torch.Generator(device="cuda").manual_seed(Sq + Sk + D)
     shape = lambda S, H: (B, S, H, D) if layout == "BNHD" else (B, H, S, D)
@@ -402,6 +408,14 @@ def test_attention_rope(B, Sq, Sk, Hq, Hkv, D, layout, causal, grids, form, grid
     assert torch.equal(lse, want_lse)
     assert torch.equal(ac4k_kernel.attention(q, k, v, layout=layout, causal=causal, precision=precision,
                                              rope=(gs, freqs)), want)
+    if precision != "bf16" and ac4k_kernel.get_info()["arch"] == "sm90a":
+        k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(kr, v, layout, None, None, None,
+                                                                 "fp8e4m3" if precision == "fp8e4m3" else "int8")
+        op, scale = getattr(torch.ops.ac4k, name), D ** -0.5
+        o_in, lse_in = op(q, k8, ks, vt, vs, layout, causal, scale, True, *rope_args(gs, freqs, "test"))
+        o_first, lse_first = op(qr, k8, ks, vt, vs, layout, causal, scale, True)
+        assert torch.equal(o_in, o_first)
+        assert torch.equal(lse_in, lse_first)
     if causal:
         return
     exact = ref.attention_exact(*(_bnhd(ref.rope3d(_bnhd(x, layout).cpu(), grids, table), layout).cuda() for x in (q, k)),

@@ -360,12 +360,14 @@ cudaError_t gemm_nvfp4(const GemmNvfp4Params& params, cudaStream_t stream) {
   const bool bias_ok = p.bias == nullptr || p.bias_dtype == ScalarType::BFloat16 ||
                        p.bias_dtype == ScalarType::Float16 || p.bias_dtype == ScalarType::Float32;
   if ((p.out_dtype != ScalarType::BFloat16 && p.out_dtype != ScalarType::Float16) || !bias_ok || p.M < 0 ||
-      p.N < 0 || p.K < 16 || p.K % 16 != 0 || p.a_gs == nullptr || p.b_gs == nullptr || p.a_sf == nullptr ||
+      p.N < 0 || p.K < 16 || p.K % 16 != 0)
+    return cudaErrorNotSupported;
+  if (p.M == 0 || p.N == 0) return cudaSuccess;  // nothing to write (an empty operand's pointer may be null)
+  if (p.a_gs == nullptr || p.b_gs == nullptr || p.a_sf == nullptr ||
       p.b_sf == nullptr || (p.M > 1 && (p.lda < p.K / 2 || p.lda % 8 != 0 || p.lda_sf < p.K / 16)) ||
       (p.N > 1 && (p.ldb < p.K / 2 || p.ldb % 8 != 0 || p.ldb_sf < p.K / 16)) ||
-      (p.M > 0 && p.N > 0 && p.ldo < p.N) || !is_aligned(p.a, 8) || !is_aligned(p.b, 8))
+      p.ldo < p.N || !is_aligned(p.a, 8) || !is_aligned(p.b, 8))
     return cudaErrorNotSupported;
-  if (p.M == 0 || p.N == 0) return cudaSuccess;
   if (p.M > (int64_t(1) << 31) - sm90a::kBlockM || p.N > (int64_t(1) << 31) - sm90a::kBlockN ||
       ceil_div(p.M, sm90a::kBlockM) * ceil_div(p.N, sm90a::kBlockN) >= (int64_t(1) << 31) ||
       p.K > (int64_t(1) << 31) - sm90a::kBlockK)

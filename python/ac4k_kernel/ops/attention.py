@@ -10,7 +10,7 @@ import torch
 
 from ..reference.quant import LAYOUTS
 from ._common import require_cuda, require_op
-from .rope import rope3d, rope_args
+from .rope import rope3d
 
 _OP = {"int8+fp8e4m3": "mha_int8_x_fp8_fwd", "fp8e4m3": "mha_fp8_fwd", "bf16": "mha_bf16_fwd",
        "nvfp4": "mha_nvfp4_fwd"}
@@ -67,23 +67,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
 
     rope = (grid_sizes, freqs): Wan's 3D RoPE applied to q and k first, as `rope3d(q, *rope)` and
     `rope3d(k, *rope)` would (same arguments and checks, rope3d's bits; token s of either is at its
-    (f, h, w) position). With the 8-bit precisions both rotations are fused: K's into the K / V
-    quantization pass, Q's into the attention kernel, so neither rotated tensor goes through memory
-    (with return_lse, rope3d(q) is computed as well for the LSE's smoothing term). With "bf16",
-    rope3d rotates q and k before the kernel.
+    (f, h, w) position), as rope3d before the quantization. The ops can rotate on the way instead
+    (quantize_attention_kv's and the 8-bit attention ops' grid_sizes / freqs arguments, bit-identical),
+    but on the H100 at Wan's shape K's fused pass measured 1.36x slower than rope3d + the plain pass
+    and Q's rotation in the kernel no faster than rope3d(q) (docs/perf-notes.md), so they are not
+    used here.
     """
     require_op(_OP.get(precision, ""), "attention", precision, _OP)
     Hq, Hkv, D = _check(q, k, v, layout, out)
     scale = float(sm_scale) if sm_scale is not None else D ** -0.5
-    rope_args3 = (None, None, None)  # the ops' (grid_sizes, freqs, sin)
     if rope is not None:
         if not isinstance(rope, (tuple, list)) or len(rope) != 2:
             raise ValueError("attention: rope must be a pair (grid_sizes, freqs)")
-        grid_sizes, freqs = rope
-        if precision == "bf16":
-            q, k = _rope(q, grid_sizes, freqs, layout), _rope(k, grid_sizes, freqs, layout)
-        else:
-            rope_args3 = rope_args(grid_sizes, freqs, "attention")
+        q, k = _rope(q, *rope, layout), _rope(k, *rope, layout)
     if precision == "bf16":  # no quantization: q, k, v go to the kernel as they are (TMA loads)
         if out is not None:
             lse = torch.ops.ac4k.mha_bf16_fwd_out(q, k, v, layout, causal, scale, return_lse, out)
@@ -91,23 +87,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
         else:
             o, lse = torch.ops.ac4k.mha_bf16_fwd(q, k, v, layout, causal, scale, return_lse)
         return (o, lse) if return_lse else o
-    # Both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel
-    # (each rotated on the way with rope).
+    # Both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel.
     k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
-    k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, *rope_args3, k_precision)
+    k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,
+                                                                            k_precision)
     name = _OP[precision]
     if out is not None:
         lse = getattr(torch.ops.ac4k, name + "_out")(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse,
-                                                     out, *rope_args3)
+                                                     out)
         o = out
     else:
-        o, lse = getattr(torch.ops.ac4k, name)(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse,
-                                               *rope_args3)
+        o, lse = getattr(torch.ops.ac4k, name)(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse)
     if not return_lse:
         return o
     # Smoothing moved every score of row i by sm_scale * q_i . k_mean (q as rotated); add it back.
-    if rope is not None:
-        q = _rope(q, *rope, layout)
     qh = (q if layout == "BHND" else q.transpose(1, 2)).float()
     km = k_mean.repeat_interleave(Hq // Hkv, dim=1)
     return o, lse + scale * torch.einsum("bhsd,bhd->bhs", qh, km)
