@@ -31,6 +31,13 @@ struct Fp8Format {
   __device__ __forceinline__ static uint8_t pack1(float v, float inv) { return e4m3(__fmul_rn(v, inv)); }
 };
 
+// scales[i] = amax[i] / Fmt::kMax in place (the per-channel quantizers' second step).
+template <typename Fmt>
+__global__ void amax_to_scale_kernel(float* scales, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) scales[i] = __fdiv_rn(scales[i], Fmt::kMax);
+}
+
 template <typename Fmt>
 __device__ __forceinline__ uint2 pack8_uniform(const float (&v)[8], float inv) {
   const float invs[8] = {inv, inv, inv, inv, inv, inv, inv, inv};

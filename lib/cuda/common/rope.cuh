@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "ac4k_kernel/types.h"
 #include "common/math.cuh"
+#include "common/utils.cuh"
 
 namespace ac4k {
 
@@ -52,6 +54,22 @@ __global__ void rope_table_kernel(const __grid_constant__ RopeFreqs p, int pairs
   const int64_t n = p.max_pos * pairs;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = load_mult(p, i / pairs, int(i % pairs));
+}
+
+// The whole table's launch (each arch's rope_table).
+inline cudaError_t launch_rope_table(const RopeFreqs& p, int pairs, void* out, cudaStream_t stream) {
+  const int64_t n = p.max_pos * pairs;
+  if (n == 0) return cudaSuccess;
+  const int64_t blocks = (n + 255) / 256;
+  rope_table_kernel<<<unsigned(blocks < 1024 ? blocks : 1024), 256, 0, stream>>>(p, pairs, static_cast<float4*>(out));
+  return cudaGetLastError();
+}
+
+// rope3d's views: x and out of the same shape, D a multiple of 8, 16-byte aligned rows.
+inline bool rope3d_views_ok(const Rope3dParams& p) {
+  const TokenView &xv = p.xv, &ov = p.ov;
+  return xv.D % 8 == 0 && xv.D >= 8 && ov.B == xv.B && ov.S == xv.S && ov.H == xv.H && ov.D == xv.D &&
+         rows_aligned_16b(p.x, xv) && rows_aligned_16b(p.out, ov);
 }
 
 // Position of token s on pair `pair`'s axis (frame pairs [0, split0), height [split0, split1), width).

@@ -200,12 +200,6 @@ __global__ void __launch_bounds__(256) channel_kernel(const QuantizeParams p, in
   }
 }
 
-template <typename Fmt>
-__global__ void amax_to_scale(float* scales, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) scales[i] = __fdiv_rn(scales[i], Fmt::kMax);
-}
-
 template <typename T, typename Fmt, int W>
 cudaError_t launch_channel(const QuantizeParams& p, cudaStream_t stream) {
   const TokenView& xv = p.xv;
@@ -219,7 +213,7 @@ cudaError_t launch_channel(const QuantizeParams& p, cudaStream_t stream) {
   const dim3 grid(unsigned(ceil_div(xv.S, tpc)), unsigned(xv.B * xv.H));
   channel_kernel<T, Fmt, W, false><<<grid, 256, 0, stream>>>(p, tpc);
   channel_kernel<T, Fmt, W, true><<<grid, 256, 0, stream>>>(p, tpc);
-  amax_to_scale<Fmt><<<unsigned(ceil_div(n, 256)), 256, 0, stream>>>(p.scales, n);
+  amax_to_scale_kernel<Fmt><<<unsigned(ceil_div(n, 256)), 256, 0, stream>>>(p.scales, n);
   return last_launch_error();
 }
 

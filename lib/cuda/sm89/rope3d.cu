@@ -6,8 +6,6 @@
 // copied bit for bit.
 #include <cuda_runtime.h>
 
-#include <algorithm>
-
 #include "ac4k_kernel/ops.h"
 #include "common/math.cuh"
 #include "common/rope.cuh"
@@ -70,10 +68,7 @@ cudaError_t launch(const Rope3dParams& p, cudaStream_t stream) {
 }  // namespace sm89
 
 cudaError_t rope3d(const Rope3dParams& p, cudaStream_t stream) {
-  const TokenView &xv = p.xv, &ov = p.ov;
-  if (xv.D % 8 != 0 || xv.D < 8 || ov.B != xv.B || ov.S != xv.S || ov.H != xv.H || ov.D != xv.D)
-    return cudaErrorNotSupported;
-  if (!rows_aligned_16b(p.x, xv) || !rows_aligned_16b(p.out, ov)) return cudaErrorNotSupported;
+  if (!rope3d_views_ok(p)) return cudaErrorNotSupported;
   switch (p.dtype) {
     case ScalarType::BFloat16: return sm89::launch<__nv_bfloat16>(p, stream);
     case ScalarType::Float16: return sm89::launch<__half>(p, stream);
@@ -82,11 +77,7 @@ cudaError_t rope3d(const Rope3dParams& p, cudaStream_t stream) {
 }
 
 cudaError_t rope_table(const RopeFreqs& p, int pairs, void* out, cudaStream_t stream) {
-  const int64_t n = p.max_pos * pairs;
-  if (n == 0) return cudaSuccess;
-  rope_table_kernel<<<unsigned(std::min<int64_t>(ceil_div(n, int64_t(256)), 1024)), 256, 0, stream>>>(
-      p, pairs, static_cast<float4*>(out));
-  return last_launch_error();
+  return launch_rope_table(p, pairs, out, stream);
 }
 
 }  // namespace ac4k

@@ -270,12 +270,6 @@ __global__ void __launch_bounds__(256) channel_quantize_kernel(const QuantizePar
   }
 }
 
-template <typename Fmt>
-__global__ void amax_to_scale_kernel(float* scales, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) scales[i] = __fdiv_rn(scales[i], Fmt::kMax);
-}
-
 template <typename T, typename Fmt, int RT>
 cudaError_t launch_per_channel(const QuantizeParams& p, cudaStream_t stream) {
   const TokenView& xv = p.xv;
