@@ -3,7 +3,7 @@
 # the benchmarks and the main command; results under $OUT (default ./results).
 #   STAGES="build test sanitize bench main profile variants" bash tools/gpu_check.sh
 #   (default: all but profile, variants and sm89)
-# Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
+# Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS, SM89_BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
 # variants: each tools/variants/*.patch (experiments, not kept once decided) is applied to a copy of
 # the sources, built in place in parallel with the main build, and its attention rows timed after
 # the main benchmark, in the same process order, against the main build's rows (VARIANT_BENCH:
@@ -78,6 +78,10 @@ if has sm89; then
     timeout ${SM89_TEST_TIMEOUT:-600} python3 -m pytest tests/gpu -q -rs -p no:cacheprovider -k "${SM89_TEST_K:-}"
   AC4K_ALLOW_PTX_JIT=1 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} python3 -c \
     'import ac4k_kernel._cuda_ops as m; print("sm89 build:", m.__file__, m.__arch__, m.__sass_cc__)' 2>&1 | tee -a "$LOG"
+  # The sm89 kernels' speed on this GPU (SM89_BENCH_ARGS; empty: not timed), beside the sm90a rows of
+  # the bench stage of the same call.
+  [ -n "${SM89_BENCH_ARGS:-}" ] && AC4K_ALLOW_PTX_JIT=1 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} \
+    stage sm89_bench timeout ${SM89_BENCH_TIMEOUT:-900} python3 bench/run.py --json "$OUT/sm89_bench.json" $SM89_BENCH_ARGS
 fi
 if has variants; then
   wait  # the variant builds
