@@ -103,12 +103,13 @@ if has variants; then
   done
   stage var_main python3 bench/run.py ${VARIANT_BENCH:---only attention --ours-only} --json "$OUT/var_main.json"
 fi
-# Nsight Compute on the attention kernels (ours and SageAttention2's when importable), PROFILE_ARGS = "S D".
+# Nsight Compute: PROFILE_ARGS = tools/profile_ops.py's arguments (default: the 8-bit attention kernels,
+# ours and SageAttention2's when importable), PROFILE_REGEX = the kernels to profile, PROFILE_COUNT = how many.
 if has profile; then
-  stage profile ncu --kernel-name regex:'mha_int8|qk_int8' --launch-count 2 --set full --clock-control none --import-source no \
-    -o "$OUT/attention" -f python3 tools/profile_attention.py ${PROFILE_ARGS:-8192 128}
-  ncu --import "$OUT/attention.ncu-rep" --page details > "$OUT/profile_details.txt" 2>&1
-  ncu --import "$OUT/attention.ncu-rep" --page source --csv --print-source sass > "$OUT/profile_sass.csv" 2>&1
+  stage profile ncu --kernel-name regex:"${PROFILE_REGEX:-mha_int8|qk_int8}" --launch-count ${PROFILE_COUNT:-2} --set full \
+    --clock-control none --import-source no -o "$OUT/profile" -f python3 tools/profile_ops.py ${PROFILE_ARGS:-attention 8192 128}
+  ncu --import "$OUT/profile.ncu-rep" --page details > "$OUT/profile_details.txt" 2>&1
+  [ -n "${PROFILE_SASS:-}" ] && ncu --import "$OUT/profile.ncu-rep" --page source --csv --print-source sass > "$OUT/profile_sass.csv" 2>&1
 fi
 
 echo "=== summary" | tee -a "$LOG"

@@ -1,0 +1,42 @@
+"""Launch kernels once each at one shape, for Nsight Compute (tools/gpu_check.sh's `profile` stage
+runs this under ncu; PROFILE_REGEX picks the kernels to profile).
+
+    python tools/profile_ops.py attention [S] [D]    # ours (int8+fp8e4m3) and SageAttention2's when importable
+    python tools/profile_ops.py bf16 [S] [D]         # mha_bf16_fwd and SDPA's cuDNN kernel
+    python tools/profile_ops.py gemm_nvfp4 [M] [N] [K]
+"""
+import sys
+
+import torch
+
+import ac4k_kernel
+
+case = sys.argv[1] if len(sys.argv) > 1 else "attention"
+args = [int(a) for a in sys.argv[2:]]
+if case in ("attention", "bf16"):
+    S, D = (args + [8192, 128][len(args):])[:2]
+    B, H = 1, 40
+    q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    if case == "bf16":
+        torch.ops.ac4k.mha_bf16_fwd(q, k, v, "BNHD", False, D ** -0.5, False)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)))
+    else:
+        k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+        torch.ops.ac4k.mha_int8_x_fp8_fwd(q, k8, ks, vt, vs, "BNHD", False, D ** -0.5, False)
+        sys.path.insert(0, "bench")
+        from run import _sage  # noqa: E402
+
+        sage = _sage()
+        if sage is not None:
+            sage[1](q, k, v)()
+elif case == "gemm_nvfp4":
+    M, N, K = (args + [32760, 5120, 5120][len(args):])[:3]
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w = ac4k_kernel.quantize_weight(torch.randn(N, K, device="cuda", dtype=torch.bfloat16), precision="nvfp4")
+    ac4k_kernel.linear(x, w)
+    torch.nn.functional.linear(x, torch.randn(N, K, device="cuda", dtype=torch.bfloat16))
+else:
+    sys.exit(f"unknown case {case}")
+torch.cuda.synchronize()
