@@ -5,9 +5,9 @@
 #   (default: all but profile, variants and sm89)
 # Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS, SM89_BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
 # variants: each tools/variants/*.patch (experiments, not kept once decided) is applied to a copy of
-# the sources, built in place in parallel with the main build, and its attention rows timed after
-# the main benchmark, in the same process order, against the main build's rows (VARIANT_BENCH:
-# other bench/run.py arguments).
+# the sources, built in place in parallel with the main build, tested, and its bench rows timed
+# after the main benchmark, each followed by the main build's same rows (VARIANT_BENCH or the
+# variant's <name>.bench: bench/run.py arguments; <name>.tests: pytest arguments).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/results}
@@ -94,14 +94,20 @@ if has variants; then
   for pf in tools/variants/*.patch; do
     [ -f "$pf" ] || continue
     name=$(basename "$pf" .patch)
-    # A variant is timed only after its attention tests pass (a hang is cut off by the timeout).
+    # Per variant, optional: <name>.tests (pytest arguments; default the attention tests, VARIANT_TEST_K)
+    # and <name>.bench (bench/run.py arguments; default VARIANT_BENCH).
+    tests="tests/gpu/test_attention.py -k \"${VARIANT_TEST_K:-not s8192 and not compile}\""
+    [ -f "${pf%.patch}.tests" ] && tests=$(cat "${pf%.patch}.tests")
+    bench="${VARIANT_BENCH:---only attention --ours-only}"
+    [ -f "${pf%.patch}.bench" ] && bench=$(cat "${pf%.patch}.bench")
+    # A variant is timed only after its tests pass (a hang is cut off by the timeout), then the main
+    # build's same rows right after it.
     PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_${name}_test" \
-      timeout ${VARIANT_TEST_TIMEOUT:-240} python3 -m pytest tests/gpu/test_attention.py -q -x -p no:cacheprovider \
-      -k "${VARIANT_TEST_K:-not s8192 and not compile}" || continue
+      timeout ${VARIANT_TEST_TIMEOUT:-240} bash -c "python3 -m pytest -q -x -p no:cacheprovider $tests" || continue
     PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_$name" \
-      python3 bench/run.py ${VARIANT_BENCH:---only attention --ours-only} --json "$OUT/var_$name.json"
+      python3 bench/run.py $bench --json "$OUT/var_$name.json"
+    stage "var_main_for_$name" python3 bench/run.py $bench --json "$OUT/var_main_for_$name.json"
   done
-  stage var_main python3 bench/run.py ${VARIANT_BENCH:---only attention --ours-only} --json "$OUT/var_main.json"
 fi
 # Nsight Compute: PROFILE_ARGS = tools/profile_ops.py's arguments (default: the 8-bit attention kernels,
 # ours and SageAttention2's when importable), PROFILE_REGEX = the kernels to profile, PROFILE_COUNT = how many.
