@@ -430,30 +430,27 @@ gemm_nvfp4_small_m_kernel(const GemmNvfp4Params p) {
       for (int e = 0; e < 4; ++e) red[warp][16 * i + g + 8 * (e / 2)][8 * j + 2 * q + e % 2] = acc[i][j][e];
     }
   }
-  // The CTA's sum in warp order into red[0], then rank r finishes rows r, r + G, ... summing the
-  // ranks' partials in rank order: the same bits every run.
-  const int col = threadIdx.x % kSmallN, row0 = threadIdx.x / kSmallN;
-  constexpr int kRowStep = kSmallWarps * 32 / kSmallN;
-  __syncthreads();
-  for (int row = row0; row < MT * 16; row += kRowStep) {
-    float v = red[0][row][col];
-#pragma unroll
-    for (int w = 1; w < kSmallWarps; ++w) v += red[w][row][col];
-    red[0][row][col] = v;
-  }
-  cluster.sync();  // every CTA's partial sum is in its shared memory
-  const int64_t n = n0 + col;
-  if (n < p.N) {
+  cluster.sync();  // every CTA's partials are in its shared memory
+  if (rank == 0) {
+    // Sums in rank, then warp order (the same bits every run), then the reference's epilogue.
     const float a_gs = *p.a_gs, b_gs = *p.b_gs;
-    const float bias = p.bias != nullptr ? load_bias(p.bias, p.bias_dtype, n) : 0.f;
-    T* out = static_cast<T*>(p.out);
-    for (int row = row0 * G + rank; row < p.M; row += kRowStep * G) {
-      float v = 0.f;
-      for (int r = 0; r < G; ++r) v += cluster.map_shared_rank(&red[0][0][0], r)[row * (kSmallN + 1) + col];
-      reinterpret_cast<uint16_t*>(out)[row * p.ldo + n] = uint16_t(pack2<T>(v * a_gs * b_gs + bias, 0.f));
+    const int col = threadIdx.x % kSmallN;
+    const int64_t n = n0 + col;
+    if (n < p.N) {
+      const float bias = p.bias != nullptr ? load_bias(p.bias, p.bias_dtype, n) : 0.f;
+      T* out = static_cast<T*>(p.out);
+      for (int row = threadIdx.x / kSmallN; row < p.M; row += kSmallWarps * 32 / kSmallN) {
+        float v = 0.f;
+        for (int r = 0; r < G; ++r) {
+          const float* part = cluster.map_shared_rank(&red[0][0][0], r);
+#pragma unroll
+          for (int w = 0; w < kSmallWarps; ++w) v += part[(w * MT * 16 + row) * (kSmallN + 1) + col];
+        }
+        reinterpret_cast<uint16_t*>(out)[row * p.ldo + n] = uint16_t(pack2<T>(v * a_gs * b_gs + bias, 0.f));
+      }
     }
   }
-  cluster.sync();  // no CTA leaves while another may still read its shared memory
+  cluster.sync();  // no CTA leaves while rank 0 may still read its shared memory
 }
 
 int sm_count() {
