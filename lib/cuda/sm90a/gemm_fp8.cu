@@ -21,8 +21,7 @@
 // aligned (N % 8 != 0). The producer keeps loading the next tile meanwhile.
 // Tails: TMA zero-fills rows past M / N and columns past K, so partial tiles and a K that is not a
 // multiple of 128 need no masking in the main loop; stores are guarded.
-// Tile order: bands of kGroup n-blocks, m fastest inside a band, so the CTAs running at one time
-// share a few B panels and A rows in L2.
+// Tile order: bands of kMaxGroup n-blocks, m fastest inside a band (TileOrder, gemm_tiles.cuh).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -36,6 +35,7 @@
 #include "common/math.cuh"
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
+#include "sm90a/gemm_tiles.cuh"
 #include "sm90a/tma.cuh"
 #include "sm90a/wgmma.cuh"
 
@@ -64,34 +64,6 @@ struct Smem {
   static_assert(kTileA % 1024 == 0 && kTileB % 1024 == 0 && kBar % 8 == 0, "1024-byte aligned tiles");
   static_assert(kBytes <= 227 * 1024, "shared memory");
 };
-
-template <uint32_t N>
-__device__ __forceinline__ void setmaxnreg_inc() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" : : "n"(N));
-}
-template <uint32_t N>
-__device__ __forceinline__ void setmaxnreg_dec() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" : : "n"(N));
-}
-
-// Tile t -> (m-block, n-block): bands of `group` n-blocks (the last one may be narrower), m fastest.
-struct TileOrder {
-  int m_blocks, n_blocks, group;
-  __device__ __forceinline__ void operator()(int t, int& mb, int& nb) const {
-    const int band = t / (group * m_blocks);
-    const int n0 = band * group;
-    const int width = min(group, n_blocks - n0);
-    const int r = t - band * group * m_blocks;
-    mb = r / width;
-    nb = n0 + r % width;
-  }
-};
-
-__device__ __forceinline__ float load_bias(const void* bias, ScalarType dtype, int64_t n) {
-  if (dtype == ScalarType::Float32) return static_cast<const float*>(bias)[n];
-  if (dtype == ScalarType::Float16) return __half2float(static_cast<const __half*>(bias)[n]);
-  return __bfloat162float(static_cast<const __nv_bfloat16*>(bias)[n]);
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -232,12 +204,6 @@ cudaError_t encode_operand(CUtensorMap* map, const void* base, int64_t rows, int
   const int64_t strides[2] = {1, rows == 1 ? ((K + 15) / 16) * 16 : ld};  // a lone row never moves
   const uint32_t box[2] = {kBlockK, 128};
   return encode_tensor_map(map, base, ScalarType::Float8E4M3, 2, dims, strides, box, TmaSwizzle::B128);
-}
-
-int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 132;
 }
 
 template <typename T>

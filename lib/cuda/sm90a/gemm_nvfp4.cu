@@ -47,6 +47,7 @@
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
 #include "sm90a/cp_async.cuh"
+#include "sm90a/gemm_tiles.cuh"
 #include "sm90a/wgmma.cuh"
 
 namespace ac4k {
@@ -83,33 +84,6 @@ struct Smem {
   static_assert(kBytes <= 227 * 1024, "shared memory");
 };
 static_assert(kBlockM * kPackedRow / 8 + kBlockN * kPackedRow / 8 == 8 * 128, "8 copies a producer thread");
-
-template <uint32_t N>
-__device__ __forceinline__ void setmaxnreg_inc() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" : : "n"(N));
-}
-template <uint32_t N>
-__device__ __forceinline__ void setmaxnreg_dec() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" : : "n"(N));
-}
-
-struct TileOrder {  // as gemm_fp8.cu: bands of `group` n-blocks, m fastest
-  int m_blocks, n_blocks, group;
-  __device__ __forceinline__ void operator()(int t, int& mb, int& nb) const {
-    const int band = t / (group * m_blocks);
-    const int n0 = band * group;
-    const int width = min(group, n_blocks - n0);
-    const int r = t - band * group * m_blocks;
-    mb = r / width;
-    nb = n0 + r % width;
-  }
-};
-
-__device__ __forceinline__ float load_bias(const void* bias, ScalarType dtype, int64_t n) {
-  if (dtype == ScalarType::Float32) return static_cast<const float*>(bias)[n];
-  if (dtype == ScalarType::Float16) return __half2float(static_cast<const __half*>(bias)[n]);
-  return __bfloat162float(static_cast<const __nv_bfloat16*>(bias)[n]);
-}
 
 __device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b) {
   uint32_t r;
@@ -329,12 +303,6 @@ gemm_nvfp4_kernel(const GemmNvfp4Params p, const TileOrder order, const int num_
     }
     __syncwarp();  // the staging rows are rewritten by the next tile
   }
-}
-
-int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 132;
 }
 
 template <typename T>

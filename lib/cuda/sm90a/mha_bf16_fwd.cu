@@ -89,15 +89,6 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-template <uint32_t N>
-__device__ __forceinline__ void setmaxnreg_inc() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" : : "n"(N));
-}
-template <uint32_t N>
-__device__ __forceinline__ void setmaxnreg_dec() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" : : "n"(N));
-}
-
 // S (+)= Q K^T and O (+)= P V for bf16 or fp16 operands.
 template <typename T>
 __device__ __forceinline__ void mma_qk(float (&d)[kBlockN / 2], uint64_t a, uint64_t b, bool acc) {

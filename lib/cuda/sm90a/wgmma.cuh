@@ -78,6 +78,17 @@ __device__ __forceinline__ void wgmma_fence_operand(int32_t (&d)[K]) {
   for (int i = 0; i < K; ++i) asm volatile("" : "+r"(d[i]) : : "memory");
 }
 
+// Warp specialization: a warpgroup gives registers back (the producer) or takes them (the
+// consumers); every thread of the warpgroup executes it, N a multiple of 8 in [24, 256].
+template <uint32_t N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" : : "n"(N));
+}
+template <uint32_t N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" : : "n"(N));
+}
+
 // ---- instructions ----
 // asm has no symbolic operand names in nvcc, so the operand numbers after the accumulators
 // (%NREG...) are spelled out per shape. scale-d = 0 (accumulate == false) overwrites d.
