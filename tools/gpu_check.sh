@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One device call: build the extension, run the GPU tests (and once under compute-sanitizer),
 # the benchmarks and the main command; results under $OUT (default ./results).
-#   STAGES="build test sanitize bench main profile variants" bash tools/gpu_check.sh
+#   STAGES="build test sanitize racecheck bench main profile variants sm89" bash tools/gpu_check.sh
 #   (default: all but profile, variants and sm89)
-# Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS, SM89_BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
-# variants: each tools/variants/*.patch (experiments, not kept once decided) is applied to a copy of
+# Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS, SM89_TEST_K, SM89_SANITIZE_K, SM89_BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
+# variants: each tools/variants/*.patch (or those VARIANTS names; experiments, not kept once decided) is applied to a copy of
 # the sources, built in place in parallel with the main build, tested, and its bench rows timed
 # after the main benchmark, each followed by the main build's same rows (VARIANT_BENCH or the
 # variant's <name>.bench: bench/run.py arguments; <name>.tests: pytest arguments).
@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/results}
 mkdir -p "$OUT"
-STAGES=${STAGES:-"build test sanitize bench main"}
+STAGES=${STAGES:-"build test sanitize racecheck bench main"}
 LOG="$OUT/run.log"
 export PYTHONUNBUFFERED=1
 status=()
@@ -35,8 +35,13 @@ stage() {  # name, command...
   python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, torch.version.cuda)'
 } 2>&1 | tee -a "$LOG"
 
+# The variants to run: those VARIANTS names, in that order (their tests and benches run in it), or all.
+variant_patches() {
+  if [ -n "${VARIANTS:-}" ]; then for n in $VARIANTS; do echo "tools/variants/$n.patch"; done
+  else ls tools/variants/*.patch 2>/dev/null; fi
+}
 if has variants; then
-  for pf in tools/variants/*.patch; do
+  for pf in $(variant_patches); do
     [ -f "$pf" ] || continue
     name=$(basename "$pf" .patch); d=/tmp/ac4k_var_$name
     rm -rf "$d"; mkdir -p "$d"; cp -r setup.py build_tools include lib python "$d"/
@@ -68,30 +73,22 @@ has test && stage test timeout ${TEST_TIMEOUT:-1500} python3 -m pytest tests/gpu
 has sanitize && stage sanitize timeout ${SANITIZE_TIMEOUT:-3000} compute-sanitizer --tool memcheck --error-exitcode 9 \
   --target-processes all python3 -m pytest tests/gpu -q -x \
   -k "not compile and not s8192 and not never_released and not device_grid${SANITIZE_K:+ and ($SANITIZE_K)}" ${PYTEST_ARGS:-}
-has sanitize && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
+has racecheck && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
   python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
+# WAIT_FOR: a file that something started beside this script (an anchor's build) touches when done;
+# waited for up to WAIT_MAX seconds before the bench and the variant rows so they are timed beside it.
+wait_anchor() {
+  [ -n "${WAIT_FOR:-}" ] || return 0
+  local t0=$SECONDS; while [ ! -e "$WAIT_FOR" ] && (( SECONDS - t0 < ${WAIT_MAX:-240} )); do sleep 2; done
+  echo "=== waited $((SECONDS - t0)) s for $WAIT_FOR" | tee -a "$LOG"
+}
+has bench && wait_anchor
 has bench && stage bench timeout ${BENCH_TIMEOUT:-1500} python3 bench/run.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 has main && stage main python3 -m ac4k_kernel
-if has sm89; then
-  while [ ! -e /tmp/ac4k_sm89_done ]; do sleep 2; done
-  AC4K_ALLOW_PTX_JIT=1 CUDA_CACHE_MAXSIZE=4294967296 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} stage sm89_test \
-    timeout ${SM89_TEST_TIMEOUT:-600} python3 -m pytest tests/gpu -q -rs -p no:cacheprovider -k "${SM89_TEST_K:-}"
-  AC4K_ALLOW_PTX_JIT=1 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} python3 -c \
-    'import ac4k_kernel._cuda_ops as m; print("sm89 build:", m.__file__, m.__arch__, m.__sass_cc__)' 2>&1 | tee -a "$LOG"
-  # The sm89 kernels' speed on this GPU (SM89_BENCH_ARGS; empty: not timed), beside the sm90a rows of
-  # the bench stage of the same call.
-  [ -n "${SM89_BENCH_ARGS:-}" ] && AC4K_ALLOW_PTX_JIT=1 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} \
-    stage sm89_bench timeout ${SM89_BENCH_TIMEOUT:-900} python3 bench/run.py --json "$OUT/sm89_bench.json" $SM89_BENCH_ARGS
-fi
 if has variants; then
   wait  # the variant builds
-  # WAIT_FOR: a file that something started beside this script (an anchor's build) touches when done;
-  # waited for up to WAIT_MAX seconds so that the variant rows are timed beside it.
-  if [ -n "${WAIT_FOR:-}" ]; then
-    t0=$SECONDS; while [ ! -e "$WAIT_FOR" ] && (( SECONDS - t0 < ${WAIT_MAX:-240} )); do sleep 2; done
-    echo "=== waited $((SECONDS - t0)) s for $WAIT_FOR" | tee -a "$LOG"
-  fi
-  for pf in tools/variants/*.patch; do
+  wait_anchor
+  for pf in $(variant_patches); do
     [ -f "$pf" ] || continue
     name=$(basename "$pf" .patch)
     # Per variant, optional: <name>.tests (pytest arguments; default the attention tests, VARIANT_TEST_K)
@@ -109,6 +106,22 @@ if has variants; then
     stage "var_main_for_$name" python3 bench/run.py $bench --json "$OUT/var_main_for_$name.json"
   done
 fi
+if has sm89; then
+  while [ ! -e /tmp/ac4k_sm89_done ]; do sleep 2; done
+  AC4K_ALLOW_PTX_JIT=1 CUDA_CACHE_MAXSIZE=4294967296 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} stage sm89_test \
+    timeout ${SM89_TEST_TIMEOUT:-600} python3 -m pytest tests/gpu -q -rs -p no:cacheprovider -k "${SM89_TEST_K:-}"
+  # SM89_SANITIZE_K: memcheck of those sm89 tests (a pytest -k expression; empty: none).
+  [ -n "${SM89_SANITIZE_K:-}" ] && AC4K_ALLOW_PTX_JIT=1 CUDA_CACHE_MAXSIZE=4294967296 \
+    PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} stage sm89_sanitize timeout ${SM89_SANITIZE_TIMEOUT:-600} \
+    compute-sanitizer --tool memcheck --error-exitcode 9 --target-processes all python3 -m pytest tests/gpu -q -x \
+    -p no:cacheprovider -k "not compile and ($SM89_SANITIZE_K)"
+  AC4K_ALLOW_PTX_JIT=1 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} python3 -c \
+    'import ac4k_kernel._cuda_ops as m; print("sm89 build:", m.__file__, m.__arch__, m.__sass_cc__)' 2>&1 | tee -a "$LOG"
+  # The sm89 kernels' speed on this GPU (SM89_BENCH_ARGS; empty: not timed), beside the sm90a rows of
+  # the bench stage of the same call.
+  [ -n "${SM89_BENCH_ARGS:-}" ] && AC4K_ALLOW_PTX_JIT=1 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} \
+    stage sm89_bench timeout ${SM89_BENCH_TIMEOUT:-900} python3 bench/run.py --json "$OUT/sm89_bench.json" $SM89_BENCH_ARGS
+fi
 # Nsight Compute: PROFILE_ARGS = tools/profile_ops.py's arguments (default: the 8-bit attention kernels,
 # ours and SageAttention2's when importable), PROFILE_REGEX = the kernels to profile, PROFILE_COUNT = how many.
 if has profile; then
@@ -120,6 +133,7 @@ fi
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${status[@]}" | tee -a "$LOG"
-grep -E "passed|failed|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/test.log "$OUT"/sm89_test.log "$OUT"/sanitize.log "$OUT"/racecheck.log 2>/dev/null | tail -6
+grep -E "passed|failed|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/test.log "$OUT"/sm89_test.log "$OUT"/sanitize.log \
+  "$OUT"/sm89_sanitize.log "$OUT"/racecheck.log 2>/dev/null | tail -8
 [ -f "$OUT/bench.log" ] && sed -n '/^op /,$p' "$OUT/bench.log"
 true
