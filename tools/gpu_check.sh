@@ -6,9 +6,10 @@
 # Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS, SM89_TEST_K, SM89_SANITIZE_K,
 # SM89_BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
 # variants: each tools/variants/*.patch (or those VARIANTS names; experiments, not kept once
-# decided) is applied to a copy of the sources, built in place in parallel with the main build, tested, and its bench rows timed
-# after the main benchmark, each followed by the main build's same rows (VARIANT_BENCH or the
-# variant's <name>.bench: bench/run.py arguments; <name>.tests: pytest arguments).
+# decided) is applied to a copy of the sources, built in place in parallel with the main build,
+# tested, and its bench rows timed after the main benchmark, each followed by the main build's same
+# rows (VARIANT_BENCH or the variant's <name>.bench: bench/run.py arguments; <name>.tests: pytest
+# arguments).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/results}
