@@ -17,6 +17,7 @@
 #define AC4K_HAS_MHA_ROPE 1  // q rotated inside the 8-bit attention kernel
 #define AC4K_HAS_GEMM 1
 #elif defined(AC4K_ARCH_SM89)  // Ada (and consumer Blackwell until lib/cuda/sm120): mma.sync kernels
+#define AC4K_HAS_QUANTIZE_NVFP4 1
 #define AC4K_HAS_MHA_FP8 1
 #endif
 

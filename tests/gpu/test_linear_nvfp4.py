@@ -55,6 +55,10 @@ GEMM_CASES = [  # M, N, K
     (300, 77, 16),     # the smallest K: one 16-block, K % 32 != 0
     (64, 384, 48),     # K % 32 == 16 with more than one block
     (4096, 5120, 5120),  # ~10 tiles a CTA: the persistent loop's stage / buffer bookkeeping
+    # M <= 64: the small-M kernel (1..4 m16 tiles, K split over 4 warps x a cluster of 1..8 CTAs)
+    (16, 5120, 5120),   # one m16 tile, clusters of 2
+    (33, 1000, 13824),  # three tiles, 32 column CTAs: clusters of 8
+    (50, 33, 2064),     # four tiles, a 1-column CTA, 129 blocks: a partial last 128-wide chunk
 ]
 
 
@@ -97,9 +101,10 @@ def test_gemm_nvfp4_fp16_and_strided_out(M, N, K):
     assert torch.equal(torch.ops.ac4k.gemm_nvfp4(*_args(aq, bq), bias, torch.float16), out)
 
 
-def test_gemm_nvfp4_strided_operands():
+@pytest.mark.parametrize("M", [300, 40])  # the tiled and the small-M kernel
+def test_gemm_nvfp4_strided_operands(M):
     # Views into wider buffers: packed row strides > K / 2 (multiples of 8), scale row strides > K / 16.
-    af, bf = _operand(300, 512, seed=3), _operand(260, 512, seed=4, scale=0.05)
+    af, bf = _operand(M, 512, seed=3), _operand(260, 512, seed=4, scale=0.05)
     a, asf = af.values[:, 32:32 + 160], af.scales[:, 4:4 + 20]
     b, bsf = bf.values[:, 64:64 + 160], bf.scales[:, 8:8 + 20]
     y = torch.ops.ac4k.gemm_nvfp4(a, asf, af.global_scale, b, bsf, bf.global_scale)
@@ -108,13 +113,15 @@ def test_gemm_nvfp4_strided_operands():
 
 
 def test_gemm_nvfp4_zero_rows_and_empty():
-    x = torch.randn(70, 64, device="cuda").bfloat16()
+    x = torch.randn(70, 64, device="cuda").bfloat16()  # the tiled kernel; x[:40] below the small-M one
     x[::3] = 0  # all-zero rows quantize to zero scales: their output is the bias
     aq, bq = ref.quantize_nvfp4(x), _operand(40, 64, seed=6)
     bias = torch.randn(40, device="cuda").bfloat16()
     y = torch.ops.ac4k.gemm_nvfp4(*_args(aq, bq), bias)
     assert torch.equal(y[::3], bias.expand(y[::3].shape))
     _check(y, _want32(aq, bq, bias), torch.bfloat16)
+    y40 = torch.ops.ac4k.gemm_nvfp4(aq.values[:40], aq.scales[:40], aq.global_scale, *_args(aq, bq)[3:], bias)
+    assert torch.equal(y40[::3], bias.expand(y40[::3].shape))
     e = torch.ops.ac4k.gemm_nvfp4(aq.values[:0], aq.scales[:0], aq.global_scale, *_args(aq, bq)[3:])
     assert e.shape == (0, 40)
 

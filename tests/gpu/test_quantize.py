@@ -108,7 +108,7 @@ def test_quantize_8bit_token_granularities_strided(granularity):
 
 
 def _need(op):
-    """Skip where this arch's build lacks the kernel (sm89 has no quantize_nvfp4 yet)."""
+    """Skip where this arch's build lacks the kernel."""
     if op not in ac4k_kernel.get_info()["ops"]:
         pytest.skip(f"this build ({ac4k_kernel.get_arch()}) has no {op}")
 

@@ -1,9 +1,8 @@
-// quantize_nvfp4's kernels and launcher, in common/ so that every arch folder can instantiate them
-// for its own SASS (sm90a's quantize_nvfp4.cu does): E2M1 values in blocks of 16 along the last
+// quantize_nvfp4's kernels and launcher, shared by the sm90a and sm89 folders (each one's
+// quantize_nvfp4.cu instantiates them for its own SASS): E2M1 values in blocks of 16 along the last
 // dim, E4M3 block scales (plain or 128x4-swizzled), FP32 global scale computed on the GPU. Bit-exact
 // with ac4k_kernel.reference.quantize_nvfp4. A memory-bound pass that needs nothing newer than sm_89
-// (cvt.e4m3x2); the tuning below (4 CTAs of 256 an SM, 64 KB of loads in flight an SM) is not
-// specific to Hopper.
+// (cvt.e4m3x2); the tuning below (4 CTAs of 256 an SM, 64 KB of loads in flight an SM) suits both.
 //
 // The global scale depends on the whole tensor's absmax, so without a given global scale x is
 // read twice: an absmax pass (atomic max into a scratch float), then the quantize pass, which

@@ -35,8 +35,11 @@
 // Epilogue (per consumer warp, its 16 rows): acc * a_gs * b_gs + bias in FP32 (the reference's
 // order), staged in shared memory, 16-byte row stores with guards (scalar when out's rows are not
 // 16-byte aligned), as gemm_fp8.cu.
+// M <= 64 (decode steps, per-sample linears) takes gemm_nvfp4_small_m_kernel instead: all SMs stream
+// the weight, each warp decoding into mma.sync fragments (see there).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cuda/ptx>
@@ -48,11 +51,14 @@
 #include "sm90a/barrier.cuh"
 #include "sm90a/cp_async.cuh"
 #include "sm90a/gemm_tiles.cuh"
+#include "sm90a/mma.cuh"
 #include "sm90a/wgmma.cuh"
 
 namespace ac4k {
 namespace sm90a {
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kBlockM = 128;           // two consumer warpgroups of 64 rows
 constexpr int kBlockN = 128;           // wgmma n128: 64 accumulator registers a thread
@@ -305,8 +311,156 @@ gemm_nvfp4_kernel(const GemmNvfp4Params p, const TileOrder order, const int num_
   }
 }
 
+// ---- small M (<= 64 rows): the weight's bytes, not the MMA, bound it ----
+// The tiled kernel above runs ceil(N/128) CTAs of 128 rows at M <= 64 (40 at N = 5120), each
+// walking all of K with its decode latency exposed. Here a warp owns all M rows (MT m16 tiles) x 32
+// columns for a share of K, and decodes A and B from global memory straight into mma.sync
+// m16n8k16 f16 fragments (no shared-memory round trip); a CTA's 4 warps and a cluster of G CTAs
+// split K, and their partial sums meet in (distributed) shared memory in a fixed order.
+// K order: as the tiled kernel, a dot product does not care, so lane q of a quad takes the two
+// 16-blocks 2q, 2q+1 of each 128-wide K chunk (16 packed bytes a row, two 8-byte loads); decode8 of
+// its word t gives the fragments of k16 steps 2t (pairs (n0,n2), (n4,n6)) and 2t+1 ((n1,n3), (n5,n7)),
+// the same for A rows and B columns.
+constexpr int kSmallWarps = 4;
+constexpr int kSmallN = 32;        // columns a CTA: four n8 tiles a warp
+constexpr int kSmallMaxG = 8;      // CTAs of a cluster splitting K
+constexpr int kSmallMaxM = 64;
+
+// Row r's 16 packed bytes of chunk c for lane q (blocks 2q, 2q+1), and their two scale bytes;
+// zeros past the matrix (rows >= rows, blocks >= nblk), so that they add nothing.
+struct Packed16 {
+  uint2 w[2];
+  uint32_t sf[2];
+};
+template <bool kStream>
+__device__ __forceinline__ Packed16 load_packed(const uint8_t* base, const uint8_t* sf, int64_t ld, int64_t ld_sf,
+                                                int64_t row, int64_t rows, int64_t blk, int64_t nblk) {
+  Packed16 r = {{make_uint2(0, 0), make_uint2(0, 0)}, {0, 0}};
+  if (row >= rows) return r;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (blk + h < nblk) {
+      const uint2* src = reinterpret_cast<const uint2*>(base + row * ld + (blk + h) * 8);
+      r.w[h] = kStream ? __ldcs(src) : __ldg(src);
+      r.sf[h] = __ldg(sf + row * ld_sf + blk + h);
+    }
+  }
+  return r;
+}
+
+template <typename T, int MT>
+__global__ void __launch_bounds__(kSmallWarps * 32, 3)
+gemm_nvfp4_small_m_kernel(const GemmNvfp4Params p) {
+  __shared__ float red[kSmallWarps][MT * 16][kSmallN + 1];  // +1: the fragment stores hit distinct banks
+  cg::cluster_group cluster = cg::this_cluster();
+  const int G = int(cluster.num_blocks()), rank = int(cluster.block_rank());
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const int64_t n0 = int64_t(blockIdx.x) * kSmallN;
+  const int64_t nblk = p.K / 16, n_chunks = ceil_div(p.K, int64_t(128));
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  const uint8_t* b = static_cast<const uint8_t*>(p.b);
+  float acc[MT][4][4] = {};
+  const int kw = rank * kSmallWarps + warp, nkw = G * kSmallWarps;
+  for (int64_t c = kw; c < n_chunks; c += nkw) {
+    const int64_t blk = c * 8 + 2 * q;
+    Packed16 pb[4], pa[MT][2];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pb[j] = load_packed<true>(b, p.b_sf, p.ldb, p.ldb_sf, n0 + 8 * j + g, p.N, blk, nblk);
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) pa[i][h] = load_packed<false>(a, p.a_sf, p.lda, p.lda_sf, 16 * i + 8 * h + g, p.M, blk, nblk);
+    }
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {  // word t: block 2q + t / 2, k16 steps 2t and 2t + 1
+      uint32_t fb[4][4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t w = t % 2 ? pb[j].w[t / 2].y : pb[j].w[t / 2].x;
+        decode8(w, scale_f16x2(pb[j].sf[t / 2]), fb[j]);
+      }
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        uint32_t fa[2][4];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t w = t % 2 ? pa[i][h].w[t / 2].y : pa[i][h].w[t / 2].x;
+          decode8(w, scale_f16x2(pa[i][h].sf[t / 2]), fa[h]);
+        }
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+          const uint32_t fr[4] = {fa[0][2 * s], fa[1][2 * s], fa[0][2 * s + 1], fa[1][2 * s + 1]};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) mma_f16_16816(acc[i][j], fr, fb[j][2 * s], fb[j][2 * s + 1]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < MT; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) red[warp][16 * i + g + 8 * (e / 2)][8 * j + 2 * q + e % 2] = acc[i][j][e];
+    }
+  }
+  // The CTA's sum in warp order into red[0], then rank r finishes rows r, r + G, ... summing the
+  // ranks' partials in rank order: the same bits every run.
+  const int col = threadIdx.x % kSmallN, row0 = threadIdx.x / kSmallN;
+  constexpr int kRowStep = kSmallWarps * 32 / kSmallN;
+  __syncthreads();
+  for (int row = row0; row < MT * 16; row += kRowStep) {
+    float v = red[0][row][col];
+#pragma unroll
+    for (int w = 1; w < kSmallWarps; ++w) v += red[w][row][col];
+    red[0][row][col] = v;
+  }
+  cluster.sync();  // every CTA's partial sum is in its shared memory
+  const int64_t n = n0 + col;
+  if (n < p.N) {
+    const float a_gs = *p.a_gs, b_gs = *p.b_gs;
+    const float bias = p.bias != nullptr ? load_bias(p.bias, p.bias_dtype, n) : 0.f;
+    T* out = static_cast<T*>(p.out);
+    for (int row = row0 * G + rank; row < p.M; row += kRowStep * G) {
+      float v = 0.f;
+      for (int r = 0; r < G; ++r) v += cluster.map_shared_rank(&red[0][0][0], r)[row * (kSmallN + 1) + col];
+      reinterpret_cast<uint16_t*>(out)[row * p.ldo + n] = uint16_t(pack2<T>(v * a_gs * b_gs + bias, 0.f));
+    }
+  }
+  cluster.sync();  // no CTA leaves while another may still read its shared memory
+}
+
+template <typename T, int MT>
+cudaError_t launch_small_m(const GemmNvfp4Params& p, cudaStream_t stream) {
+  const int64_t n_ctas = ceil_div(p.N, int64_t(kSmallN)), n_chunks = ceil_div(p.K, int64_t(128));
+  // Enough CTAs for two an SM (K split further across a cluster), but every warp with a chunk.
+  int G = 1;
+  while (G < kSmallMaxG && n_ctas * G < 2 * sm_count() && int64_t(2 * G) * kSmallWarps <= n_chunks) G *= 2;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(n_ctas), unsigned(G), 1);
+  cfg.blockDim = dim3(kSmallWarps * 32);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = unsigned(G);
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  cudaError_t err = cudaLaunchKernelEx(&cfg, gemm_nvfp4_small_m_kernel<T, MT>, p);
+  return err != cudaSuccess ? err : last_launch_error();
+}
+
 template <typename T>
 cudaError_t launch(const GemmNvfp4Params& p, cudaStream_t stream) {
+  if (p.M <= kSmallMaxM && p.N <= int64_t(65535) * kSmallN) {
+    switch ((p.M + 15) / 16) {
+      case 1: return launch_small_m<T, 1>(p, stream);
+      case 2: return launch_small_m<T, 2>(p, stream);
+      case 3: return launch_small_m<T, 3>(p, stream);
+      default: return launch_small_m<T, 4>(p, stream);
+    }
+  }
   const int m_blocks = int(ceil_div(p.M, kBlockM)), n_blocks = int(ceil_div(p.N, kBlockN));
   const TileOrder order{m_blocks, n_blocks, n_blocks < kMaxGroup ? n_blocks : kMaxGroup};
   const int num_tiles = m_blocks * n_blocks;
