@@ -14,6 +14,7 @@
 #define AC4K_HAS_QUANTIZE_NVFP4 1
 #define AC4K_HAS_MHA_FP8 1
 #define AC4K_HAS_MHA_BF16 1
+#define AC4K_HAS_MHA_NVFP4 1
 #define AC4K_HAS_MHA_ROPE 1  // q rotated inside the 8-bit attention kernel
 #define AC4K_HAS_GEMM 1
 #elif defined(AC4K_ARCH_SM89)  // Ada (and consumer Blackwell until lib/cuda/sm120): mma.sync kernels
@@ -47,6 +48,9 @@ cudaError_t mha_fp8_fwd(const Mha8bitParams& params, cudaStream_t stream);
 // Attention in bf16 / fp16 on tensor cores, no quantization (FP32 softmax and accumulation);
 // reference.attention_bf16.
 cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream);
+// Attention in NVFP4 (Q, K, P, V; P quantized in the kernel), decoded exactly to FP16 tensor cores
+// on Hopper; reference.attention_nvfp4.
+cudaError_t mha_nvfp4_fwd(const MhaNvfp4Params& params, cudaStream_t stream);
 // FP8 E4M3 GEMM with per-row (A) and per-column (B) scales and an optional bias;
 // out = (A B^T) * a_scale * b_scale + bias (types.h GemmFp8Params).
 cudaError_t gemm_fp8(const GemmFp8Params& params, cudaStream_t stream);

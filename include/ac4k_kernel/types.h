@@ -166,6 +166,26 @@ struct MhaBf16Params {
   bool causal = false;   // bottom-right aligned: query i sees keys j <= i + Sk - Sq
 };
 
+// mha_nvfp4_fwd (ac4k_kernel.reference.attention_nvfp4 after the quantization of q, k, v): NVFP4
+// operands (packed E2M1, two a byte, even element low; E4M3 block scales of 16; FP32 global scales
+// read on the device). q [B, Sq, Hq, D] and the smoothed k [B, Sk, Hkv, D] quantized along D: the
+// views' sizes are in elements, their strides in bytes (packed rows D / 2 bytes, scale rows D / 16;
+// row strides multiples of 16 and 4 bytes). v transposed and quantized along the tokens: vt
+// [B, Hkv, D, s_pad / 2] and vt_sf [B, Hkv, D, s_pad / 16], both contiguous, s_pad a multiple of
+// 128 >= Sk with zeros past Sk. o in `dtype` (bf16 / fp16) in the caller's layout (16-byte aligned
+// rows).
+struct MhaNvfp4Params {
+  const uint8_t *q = nullptr, *q_sf = nullptr, *k = nullptr, *k_sf = nullptr, *vt = nullptr, *vt_sf = nullptr;
+  const float *q_gs = nullptr, *k_gs = nullptr, *v_gs = nullptr;  // one float each
+  TokenView q_view, q_sf_view, k_view, k_sf_view, o_view;
+  int64_t s_pad = 0;
+  ScalarType dtype = ScalarType::BFloat16;  // of o
+  void* o = nullptr;
+  float* lse = nullptr;  // optional [B, Hq, Sq], natural log (of the smoothed scores)
+  float sm_scale = 0.f;  // >= 0
+  bool causal = false;   // bottom-right aligned
+};
+
 // gemm_fp8 (ac4k_kernel.reference.linear_fp8 after the activation quantization):
 //   out[m, n] = float(sum_k a[m, k] * b[n, k]) * a_scale[m] * b_scale[n] + bias[n]
 // a: E4M3 [M, K] (the per-token quantized activations), b: E4M3 [N, K] (the weight as stored,

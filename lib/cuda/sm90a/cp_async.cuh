@@ -1,7 +1,7 @@
 // cp.async (the non-bulk, per-thread asynchronous copy) for sm90a, completing on an mbarrier.
 // CCCL's cuda::ptx has the bulk forms (TMA) but not these, so this is inline PTX. Used where TMA
 // cannot go: gemm_nvfp4's packed FP4 rows are K/2 bytes, a multiple of 8 but not always of the
-// 16 bytes TMA needs for its row strides.
+// 16 bytes TMA needs for its row strides; mha_nvfp4_fwd's 4-byte block-scale rows.
 #pragma once
 
 #include <cstdint>
@@ -9,12 +9,23 @@
 namespace ac4k {
 namespace sm90a {
 
-// Copies 8 bytes global -> shared (both 8-byte aligned); with valid == false nothing is read and the
-// 8 bytes are zero-filled (src-size 0), so tails need no masking downstream. `src` must still be
-// a valid-looking global address (pass the tensor's base).
-__device__ __forceinline__ void cp_async_8_zfill(void* dst, const void* src, bool valid) {
+// Copies N = 4, 8 or 16 bytes global -> shared (both N-byte aligned); with valid == false nothing is
+// read and the N bytes are zero-filled (src-size 0), so tails need no masking downstream. `src` must
+// still be a valid-looking global address (pass the tensor's base).
+template <int N>
+__device__ __forceinline__ void cp_async_zfill(void* dst, const void* src, bool valid) {
+  static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" : : "r"(d), "l"(src), "r"(valid ? 8u : 0u) : "memory");
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" : : "r"(d), "l"(src), "n"(N), "r"(valid ? uint32_t(N) : 0u)
+               : "memory");
+}
+
+// Per-thread completion without an mbarrier: commit the copies issued so far as one group; wait
+// until at most N of this thread's groups are still in flight.
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" : : : "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" : : "n"(N) : "memory");
 }
 
 // Makes `bar` receive one arrival once all of this thread's earlier cp.async copies have landed.

@@ -3,12 +3,8 @@
 // ac4k_kernel.reference.gemm_nvfp4 (the math of a Blackwell block-scaled NVFP4 GEMM).
 //
 // Hopper has no FP4 tensor cores, so the FP4 data is decoded exactly in the main loop and fed to
-// 16-bit wgmma. Every E2M1 value times its E4M3 block scale is exact in FP16 (at most 6 significant
-// bits; |v| in [2^-10, 2688]; FP16 is normal from 2^-14 up to 65504), so the products and FP32 sums
-// are those of the Blackwell kernel. FP16 rather than BF16 because the decode is then two cheap
-// steps: an E2M1 nibble s.e1.e0.m placed as the E4M3 byte s.00.e1e0m.00 is the same value times
-// 2^-6 (subnormals included: both formats' subnormal steps line up), one cvt.f16x2.e4m3x2 turns two
-// of those into FP16, and one f16x2 multiply by (block scale * 2^6) finishes both values, exactly.
+// 16-bit wgmma (sm90a/nvfp4_decode.cuh: FP16, exact), so the products and FP32 sums are those of
+// the Blackwell kernel.
 //
 // Persistent, warp-specialized, one CTA an SM walking 128x128 output tiles (as gemm_fp8.cu):
 //   warpgroup 0      producer: all 128 threads copy the packed rows of A and B for each 64-wide K
@@ -52,6 +48,7 @@
 #include "sm90a/cp_async.cuh"
 #include "sm90a/gemm_tiles.cuh"
 #include "sm90a/mma.cuh"
+#include "sm90a/nvfp4_decode.cuh"
 #include "sm90a/wgmma.cuh"
 
 namespace ac4k {
@@ -90,34 +87,6 @@ struct Smem {
   static_assert(kBytes <= 227 * 1024, "shared memory");
 };
 static_assert(kBlockM * kPackedRow / 8 + kBlockN * kPackedRow / 8 == 8 * 128, "8 copies a producer thread");
-
-__device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-
-// E4M3 block scale byte -> f16x2 (s * 2^6, s * 2^6): exact (s * 64 <= 28672).
-__device__ __forceinline__ uint32_t scale_f16x2(uint32_t byte) {
-  return hmul2(e4m3x2_to_f16x2((byte & 0xffu) * 0x101u), 0x54005400u);  // 0x5400 = 64.0
-}
-
-// Eight E2M1 nibbles (n0 in bits 0-3) times the block scale -> four f16x2: (n0,n2) (n4,n6) (n1,n3) (n5,n7).
-__device__ __forceinline__ void decode8(uint32_t w, uint32_t sf2, uint32_t* o) {
-  const uint32_t lo = ((w << 4) & 0x80808080u) | ((w << 2) & 0x1C1C1C1Cu);  // E4M3 bytes of n0 n2 n4 n6
-  const uint32_t hi = (w & 0x80808080u) | ((w >> 2) & 0x1C1C1C1Cu);          // n1 n3 n5 n7
-  o[0] = hmul2(e4m3x2_to_f16x2(lo), sf2);
-  o[1] = hmul2(e4m3x2_to_f16x2(lo >> 16), sf2);
-  o[2] = hmul2(e4m3x2_to_f16x2(hi), sf2);
-  o[3] = hmul2(e4m3x2_to_f16x2(hi >> 16), sf2);
-}
-
-// One 16-block (8 bytes) -> the eight pairs P[0..7] of the K permutation above.
-__device__ __forceinline__ void decode16(uint32_t w0, uint32_t w1, uint32_t sf_byte, uint32_t (&o)[8]) {
-  const uint32_t sf2 = scale_f16x2(sf_byte);
-  decode8(w0, sf2, o);
-  decode8(w1, sf2, o + 4);
-}
 
 struct Operands {
   const uint8_t *a, *b, *a_sf, *b_sf;
@@ -165,7 +134,7 @@ gemm_nvfp4_kernel(const GemmNvfp4Params p, const TileOrder order, const int num_
           const bool valid = grow < (is_b ? p.N : p.M) && kbyte < kbytes;
           const uint8_t* base = is_b ? op.b : op.a;
           const uint8_t* src = valid ? base + grow * (is_b ? p.ldb : p.lda) + kbyte : base;
-          cp_async_8_zfill(dst + (is_b ? Smem::kTileA : 0) + row * kPackedRow + ch * 8, src, valid);
+          cp_async_zfill<8>(dst + (is_b ? Smem::kTileA : 0) + row * kPackedRow + ch * 8, src, valid);
         }
         cp_async_mbar_arrive_noinc(full + stage);
         if (++stage == kStages) {

@@ -156,21 +156,23 @@ AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 64, 128, "%64", "%65", "%66")
 
 // RS: D[64 x N] (+)= A[64 x 16] . B, A in registers (4 words of 2 elements: a[0] row r, k
 // 2(l%4)..+1; a[1] row r+8; a[2] / a[3] the same at k + 8 -- i.e. the f32 accumulator layout of
-// columns 16s..16s+15 packed in pairs), B MN-major in smem (trans-b = 1: B[k][n] with n contiguous,
-// e.g. V [keys, D] for P.V).
-#define AC4K_WGMMA_16BIT_RS(FN, TYPES, NREG, N, A, B, S)                                      \
+// columns 16s..16s+15 packed in pairs). B in smem: *_tb MN-major (trans-b = 1: B[k][n] with n
+// contiguous, e.g. V [keys, D] for P.V), the others K-major (B[n][k], e.g. V^T [D, keys]).
+#define AC4K_WGMMA_16BIT_RS(FN, TYPES, TB, NREG, N, A, B, S)                                  \
   __device__ __forceinline__ void FN(float (&d)[NREG], const uint32_t (&a)[4], uint64_t b_desc, \
                                      bool accumulate) {                                       \
     asm volatile(AC4K_SETP(S) "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPES " "     \
-                 AC4K_D##NREG ", " A ", " B ", p, 1, 1, 1;\n}"                                \
+                 AC4K_D##NREG ", " A ", " B ", p, 1, 1, " #TB ";\n}"                          \
                  : AC4K_OPS##NREG("+f", d)                                                    \
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc),                   \
                    "r"(uint32_t(accumulate)));                                                \
   }
-AC4K_WGMMA_16BIT_RS(wgmma_bf16_rs_tb, "bf16.bf16", 32, 64, "{%32, %33, %34, %35}", "%36", "%37")
-AC4K_WGMMA_16BIT_RS(wgmma_bf16_rs_tb, "bf16.bf16", 64, 128, "{%64, %65, %66, %67}", "%68", "%69")
-AC4K_WGMMA_16BIT_RS(wgmma_f16_rs_tb, "f16.f16", 32, 64, "{%32, %33, %34, %35}", "%36", "%37")
-AC4K_WGMMA_16BIT_RS(wgmma_f16_rs_tb, "f16.f16", 64, 128, "{%64, %65, %66, %67}", "%68", "%69")
+AC4K_WGMMA_16BIT_RS(wgmma_bf16_rs_tb, "bf16.bf16", 1, 32, 64, "{%32, %33, %34, %35}", "%36", "%37")
+AC4K_WGMMA_16BIT_RS(wgmma_bf16_rs_tb, "bf16.bf16", 1, 64, 128, "{%64, %65, %66, %67}", "%68", "%69")
+AC4K_WGMMA_16BIT_RS(wgmma_f16_rs_tb, "f16.f16", 1, 32, 64, "{%32, %33, %34, %35}", "%36", "%37")
+AC4K_WGMMA_16BIT_RS(wgmma_f16_rs_tb, "f16.f16", 1, 64, 128, "{%64, %65, %66, %67}", "%68", "%69")
+AC4K_WGMMA_16BIT_RS(wgmma_f16_rs, "f16.f16", 0, 32, 64, "{%32, %33, %34, %35}", "%36", "%37")
+AC4K_WGMMA_16BIT_RS(wgmma_f16_rs, "f16.f16", 0, 64, 128, "{%64, %65, %66, %67}", "%68", "%69")
 
 #undef AC4K_WGMMA_16BIT_RS
 #undef AC4K_WGMMA_16BIT_SS
