@@ -157,6 +157,14 @@ def bench_attention(iters: int):
             "SDPA flash (bf16)": sdpa(SDPBackend.FLASH_ATTENTION),
             "SDPA cuDNN (bf16)": sdpa(SDPBackend.CUDNN_ATTENTION),
         }
+        if HAS_NVFP4:  # precision="nvfp4": the whole call quantizes q, smoothed k and V^T first
+            impls["ac4k nvfp4 whole call"] = lambda: ac4k_kernel.attention(q, k, v, precision="nvfp4")
+            nv = torch.ops.ac4k.quantize_nvfp4
+            vtp = torch.zeros(B, H, D, -(-Sk // 128) * 128, device="cuda", dtype=torch.bfloat16)
+            vtp[..., :Sk] = v.permute(0, 2, 3, 1)
+            ops4 = (*nv(q, "plain", None), *nv(k, "plain", None), *nv(vtp, "plain", None))
+            impls["ac4k nvfp4 kernel only"] = lambda: torch.ops.ac4k.mha_nvfp4_fwd(*ops4, "BNHD", False, scale, False,
+                                                                                   torch.bfloat16)
         if OURS_ONLY:
             impls = {k: f for k, f in impls.items() if k.startswith("ac4k")}
         elif sage is not None:
@@ -193,7 +201,8 @@ def bench_attention(iters: int):
                 print(f"{name} at Sq={Sq} Sk={Sk} D={D}: {type(e).__name__}: {str(e)[:150]}")
         base = times.get("ac4k attention() whole call") or times.get("ac4k bf16 whole call")
         for name, ms in times.items():
-            op = "attention " + ("fp8e4m3" if "fp8e4m3" in name else "bf16" if "bf16" in name else "int8+fp8e4m3") \
+            op = "attention " + ("fp8e4m3" if "fp8e4m3" in name else "bf16" if "bf16" in name else
+                                 "nvfp4" if "nvfp4" in name else "int8+fp8e4m3") \
                 if name.startswith("ac4k") else "attention"
             row = {"op": op,
                    "shape": f"B1 H40 Sq{Sq} Sk{Sk} D{D}", "impl": name, "ms": ms, "vs_ours": ms / base if base else 0.0}
@@ -203,6 +212,8 @@ def bench_attention(iters: int):
                 row["pct_of_kernel"] = 100 * ms / times.get("ac4k kernel only", float("nan"))
             rows.append(row)
         del q, k, v, inputs
+        if HAS_NVFP4:
+            del ops4, vtp
     return rows
 
 
@@ -224,6 +235,8 @@ def bench_accuracy(iters: int):
             outs["ac4k fp8e4m3"] = ac4k_kernel.attention(q, k, v, precision="fp8e4m3")
         if HAS_BF16:
             outs["ac4k bf16"] = ac4k_kernel.attention(q, k, v, precision="bf16")
+        if HAS_NVFP4:
+            outs["ac4k nvfp4"] = ac4k_kernel.attention(q, k, v, precision="nvfp4")
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
             outs["SDPA cuDNN (bf16)"] = torch.nn.functional.scaled_dot_product_attention(
                 *(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
@@ -458,6 +471,7 @@ BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy":
 OURS_ONLY = False  # --ours-only: attention / linear rows of ac4k alone (comparing builds of ac4k)
 IMPL_FILTER = ""  # --impl: attention / accuracy rows whose impl name contains this
 HAS_BF16 = "mha_bf16_fwd" in ac4k_kernel.get_info()["ops"]
+HAS_NVFP4 = "mha_nvfp4_fwd" in ac4k_kernel.get_info()["ops"]
 
 
 def main(argv=None) -> int:

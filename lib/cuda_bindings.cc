@@ -657,6 +657,117 @@ std::tuple<at::Tensor, at::Tensor> mha_bf16_fwd(const at::Tensor& q, const at::T
 
 #endif  // AC4K_HAS_MHA_BF16
 
+#if defined(AC4K_HAS_MHA_NVFP4)
+// ------------------------------------------------------------------------------ attention (nvfp4)
+
+// One NVFP4 operand of mha_nvfp4_fwd: packed uint8 values, float8_e4m3fn block scales of 16 along
+// the last dim (values' last dim / 8), a float32 global scale of one element, all on ref's device.
+void check_nvfp4_attention_operand(const at::Tensor& vals, const at::Tensor& sf, const at::Tensor& gs,
+                                   const at::Tensor& ref, const char* op, const std::string& n) {
+  for (const auto& [t, name] : {std::make_pair(&vals, n), std::make_pair(&sf, n + "_scales"),
+                                std::make_pair(&gs, n + "_global_scale")}) {
+    check_cuda_tensor(*t, op, name.c_str());
+    check_same_device(ref, *t, op, name.c_str());
+  }
+  TORCH_CHECK(vals.scalar_type() == at::kByte && vals.dim() == 4, "ac4k::", op, ": ", n,
+              " must be packed E2M1, uint8 4-D, got ", c10::toString(vals.scalar_type()), " ", shape_str(vals.sizes()));
+  TORCH_CHECK(sf.scalar_type() == at::kFloat8_e4m3fn && sf.dim() == 4, "ac4k::", op, ": ", n,
+              "_scales must be float8_e4m3fn 4-D (plain layout), got ", c10::toString(sf.scalar_type()), " ",
+              shape_str(sf.sizes()));
+  std::vector<int64_t> want(vals.sizes().begin(), vals.sizes().end());
+  want[3] = vals.size(3) / 8;
+  TORCH_CHECK(vals.size(3) % 8 == 0 && sf.sizes() == at::IntArrayRef(want), "ac4k::", op, ": ", n, " ",
+              shape_str(vals.sizes()), " and ", n, "_scales ", shape_str(sf.sizes()),
+              " do not match (one scale per 16 values, i.e. per 8 packed bytes)");
+  TORCH_CHECK(vals.stride(3) == 1 && sf.stride(3) == 1, "ac4k::", op, ": ", n, " and its scales need a contiguous last dim");
+  TORCH_CHECK(gs.scalar_type() == at::kFloat && gs.numel() == 1, "ac4k::", op, ": ", n,
+              "_global_scale must be a float32 tensor of one element");
+}
+
+// o = attention of the NVFP4 operands (quantize_nvfp4 of q, of the smoothed k, and of V^T padded
+// to s_pad tokens); o in out's dtype.
+at::Tensor mha_nvfp4_fwd_out(const at::Tensor& q, const at::Tensor& q_sf, const at::Tensor& q_gs, const at::Tensor& k,
+                             const at::Tensor& k_sf, const at::Tensor& k_gs, const at::Tensor& vt,
+                             const at::Tensor& vt_sf, const at::Tensor& v_gs, const std::string& layout, bool causal,
+                             double sm_scale, bool return_lse, at::Tensor& out) {
+  const char* op = "mha_nvfp4_fwd";
+  check_nvfp4_attention_operand(q, q_sf, q_gs, q, op, "q");
+  check_nvfp4_attention_operand(k, k_sf, k_gs, q, op, "k");
+  check_nvfp4_attention_operand(vt, vt_sf, v_gs, q, op, "vt");
+  ac4k::TokenView qv = token_view(q, layout, op, "q"), kv = token_view(k, layout, op, "k");
+  qv.D *= 2;
+  kv.D *= 2;
+  TORCH_CHECK(qv.B == kv.B && qv.D == kv.D, "ac4k::", op, ": q ", shape_str(q.sizes()), " and k ",
+              shape_str(k.sizes()), " differ in batch or head dim");
+  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
+  TORCH_CHECK(kv.H > 0 && qv.H % kv.H == 0, "ac4k::", op, ": q heads (", std::to_string(qv.H),
+              ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
+  TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
+  const int64_t s_pad = 2 * vt.size(3);
+  TORCH_CHECK(vt.size(0) == kv.B && vt.size(1) == kv.H && vt.size(2) == kv.D && s_pad % 128 == 0 && s_pad >= kv.S,
+              "ac4k::", op, ": vt must be V^T packed along the tokens, [B, Hkv, D, s_pad / 2] = [", std::to_string(kv.B),
+              ", ", std::to_string(kv.H), ", ", std::to_string(kv.D), ", s_pad / 2] with s_pad a multiple of 128 >= Sk = ",
+              std::to_string(kv.S), ", got ", shape_str(vt.sizes()));
+  TORCH_CHECK(vt.is_contiguous() && vt_sf.is_contiguous(), "ac4k::", op, ": vt and vt_scales must be contiguous");
+  TORCH_CHECK(std::isfinite(sm_scale) && sm_scale >= 0, "ac4k::", op, ": sm_scale must be finite and >= 0, got ",
+              std::to_string(sm_scale));
+  check_cuda_tensor(out, op, "out");
+  check_same_device(q, out, op, "out");
+  TORCH_CHECK(out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kHalf, "ac4k::", op,
+              ": out must be bfloat16 or float16, got ", c10::toString(out.scalar_type()));
+  std::vector<int64_t> oshape(q.sizes().begin(), q.sizes().end());
+  oshape[3] = qv.D;
+  TORCH_CHECK(out.sizes() == at::IntArrayRef(oshape) && out.stride(-1) == 1, "ac4k::", op, ": out must have shape ",
+              shape_str(oshape), " and a contiguous last dim, got ", shape_str(out.sizes()));
+  TORCH_CHECK(rows_16b_aligned(out), "ac4k::", op, ": out must be 16-byte aligned with strides a multiple of 8 elements");
+  const auto f32 = q.options().dtype(at::kFloat);
+  at::Tensor lse = return_lse ? at::empty({qv.B, qv.H, qv.S}, f32) : at::empty({0}, f32);
+
+  c10::cuda::CUDAGuard guard(q.device());
+  ac4k::MhaNvfp4Params p;
+  p.q = static_cast<const uint8_t*>(q.data_ptr());
+  p.q_sf = static_cast<const uint8_t*>(q_sf.data_ptr());
+  p.k = static_cast<const uint8_t*>(k.data_ptr());
+  p.k_sf = static_cast<const uint8_t*>(k_sf.data_ptr());
+  p.vt = static_cast<const uint8_t*>(vt.data_ptr());
+  p.vt_sf = static_cast<const uint8_t*>(vt_sf.data_ptr());
+  p.q_gs = q_gs.data_ptr<float>();
+  p.k_gs = k_gs.data_ptr<float>();
+  p.v_gs = v_gs.data_ptr<float>();
+  p.q_view = qv;
+  p.k_view = kv;
+  p.q_sf_view = token_view(q_sf, layout, op, "q_scales");
+  p.k_sf_view = token_view(k_sf, layout, op, "k_scales");
+  p.o_view = token_view(out, layout, op, "out");
+  p.s_pad = s_pad;
+  p.dtype = to_ac4k(out.scalar_type());
+  p.o = out.data_ptr();
+  p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
+  p.sm_scale = static_cast<float>(sm_scale);
+  p.causal = causal;
+  const cudaError_t err = ac4k::mha_nvfp4_fwd(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
+              ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 16-byte aligned "
+              "packed rows and 4-byte aligned scale rows, 16-byte aligned out, fewer than 2^31 tokens, B and H <= 65535)");
+  check_cuda_call(err, op);
+  return lse;
+}
+
+std::tuple<at::Tensor, at::Tensor> mha_nvfp4_fwd(const at::Tensor& q, const at::Tensor& q_sf, const at::Tensor& q_gs,
+                                                 const at::Tensor& k, const at::Tensor& k_sf, const at::Tensor& k_gs,
+                                                 const at::Tensor& vt, const at::Tensor& vt_sf, const at::Tensor& v_gs,
+                                                 const std::string& layout, bool causal, double sm_scale,
+                                                 bool return_lse, c10::optional<at::ScalarType> out_dtype) {
+  check_nvfp4_attention_operand(q, q_sf, q_gs, q, "mha_nvfp4_fwd", "q");
+  std::vector<int64_t> oshape(q.sizes().begin(), q.sizes().end());
+  oshape[3] *= 2;
+  at::Tensor out = at::empty(oshape, q.options().dtype(out_dtype.value_or(at::kBFloat16)));
+  at::Tensor lse = mha_nvfp4_fwd_out(q, q_sf, q_gs, k, k_sf, k_gs, vt, vt_sf, v_gs, layout, causal, sm_scale,
+                                     return_lse, out);
+  return {out, lse};
+}
+#endif  // AC4K_HAS_MHA_NVFP4
+
 // ------------------------------------------------------------------------------ rope3d
 
 // token_view of a [B, S, H, D] tensor, with the stride of a dim of size one set to 0.
@@ -943,6 +1054,14 @@ TORCH_LIBRARY(ac4k, m) {
   m.def("mha_bf16_fwd_out(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse,"
         " Tensor(a!) out) -> Tensor");
 #endif
+#if defined(AC4K_HAS_MHA_NVFP4)
+  m.def("mha_nvfp4_fwd(Tensor q, Tensor q_scales, Tensor q_global_scale, Tensor k, Tensor k_scales,"
+        " Tensor k_global_scale, Tensor vt, Tensor vt_scales, Tensor v_global_scale, str layout, bool causal,"
+        " float sm_scale, bool return_lse, ScalarType? out_dtype=None) -> (Tensor, Tensor)");
+  m.def("mha_nvfp4_fwd_out(Tensor q, Tensor q_scales, Tensor q_global_scale, Tensor k, Tensor k_scales,"
+        " Tensor k_global_scale, Tensor vt, Tensor vt_scales, Tensor v_global_scale, str layout, bool causal,"
+        " float sm_scale, bool return_lse, Tensor(a!) out) -> Tensor");
+#endif
 #if defined(AC4K_HAS_GEMM)
   m.def("gemm_fp8(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias=None, ScalarType? out_dtype=None)"
         " -> Tensor");
@@ -975,6 +1094,10 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
 #if defined(AC4K_HAS_MHA_BF16)
   m.impl("mha_bf16_fwd", &mha_bf16_fwd);
   m.impl("mha_bf16_fwd_out", &mha_bf16_fwd_out);
+#endif
+#if defined(AC4K_HAS_MHA_NVFP4)
+  m.impl("mha_nvfp4_fwd", &mha_nvfp4_fwd);
+  m.impl("mha_nvfp4_fwd_out", &mha_nvfp4_fwd_out);
 #endif
 #if defined(AC4K_HAS_GEMM)
   m.impl("gemm_fp8", &gemm_fp8);

@@ -174,6 +174,7 @@ def _manual_quantized(q, k, v, kind, causal=False):
         qq, kq = quant(q, "per_block", qb), quant(ks, "per_block", kb)
         vq = quantize_fp8(v, "per_channel")
     else:
+        ks = ks.to(k.dtype) if k.dtype != torch.float32 else ks  # nvfp4 rounds k_s to the inputs' dtype
         qd, kd = dequantize(quantize_nvfp4(q)), dequantize(quantize_nvfp4(ks))
         skp = (Sk + 15) // 16 * 16
         vt = torch.zeros(B, Hkv, D, skp)

@@ -99,6 +99,18 @@ def _register() -> None:
         def _mha_bf16_out(q, k, v, layout, causal, sm_scale, return_lse, out):
             return _lse(q, layout, return_lse)
 
+    if "mha_nvfp4_fwd" in ops:
+        @torch.library.register_fake("ac4k::mha_nvfp4_fwd")
+        def _mha_nvfp4(q, q_scales, q_gs, k, k_scales, k_gs, vt, vt_scales, v_gs, layout, causal, sm_scale,
+                       return_lse, out_dtype=None):
+            return (q.new_empty((*q.shape[:3], 2 * q.shape[3]), dtype=out_dtype or torch.bfloat16),
+                    _lse(q, layout, return_lse))
+
+        @torch.library.register_fake("ac4k::mha_nvfp4_fwd_out")
+        def _mha_nvfp4_out(q, q_scales, q_gs, k, k_scales, k_gs, vt, vt_scales, v_gs, layout, causal, sm_scale,
+                           return_lse, out):
+            return _lse(q, layout, return_lse)
+
     if "gemm_fp8" in ops:
         @torch.library.register_fake("ac4k::gemm_fp8")
         def _gemm_fp8(a, a_scale, b, b_scale, bias=None, out_dtype=None):

@@ -1,6 +1,7 @@
 """attention: Python → torch.ops.ac4k.quantize_attention_kv + mha_<precision>_fwd
 (lib/cuda_bindings.cc) → launchers in lib/cuda/<arch>/quantize_attention_kv.cu and
-mha_*.cu (which quantizes Q itself); precision "bf16" → torch.ops.ac4k.mha_bf16_fwd alone.
+mha_*.cu (which quantizes Q itself); precision "bf16" → torch.ops.ac4k.mha_bf16_fwd alone;
+"nvfp4" → torch.ops.ac4k.quantize_nvfp4 (q, smoothed k, V^T) + mha_nvfp4_fwd (mha_nvfp4_fwd.cu).
 The recipes are defined in ac4k_kernel.reference.attention."""
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     smoothed by its token mean and Q per 16 tokens, K per 64 quantized in both; or "bf16": no
     quantization, q, k, v on 16-bit tensor cores (bf16, or fp16 for fp16 inputs) with FP32 softmax
     and accumulation (reference.attention_bf16); its inputs need 16-byte aligned rows (strides a
-    multiple of 8 elements) and sm_scale >= 0.
+    multiple of 8 elements) and sm_scale >= 0; or "nvfp4": Q, smoothed K, P and V in NVFP4 (blocks of
+    16, E4M3 scales; V and P along the tokens), the numerics of Blackwell's FP4 attention, run on
+    Hopper by decoding exactly to FP16 tensor cores (reference.attention_nvfp4; sm_scale >= 0).
 
     rope = (grid_sizes, freqs): Wan's 3D RoPE applied to q and k first, as `rope3d(q, *rope)` and
     `rope3d(k, *rope)` would (same arguments and checks, rope3d's bits; token s of either is at its
@@ -87,6 +90,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
         else:
             o, lse = torch.ops.ac4k.mha_bf16_fwd(q, k, v, layout, causal, scale, return_lse)
         return (o, lse) if return_lse else o
+    if precision == "nvfp4":
+        return _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out, Hq // Hkv)
     # Both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel.
     k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
     k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,
@@ -104,6 +109,32 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     qh = (q if layout == "BHND" else q.transpose(1, 2)).float()
     km = k_mean.repeat_interleave(Hq // Hkv, dim=1)
     return o, lse + scale * torch.einsum("bhsd,bhd->bhs", qh, km)
+
+
+def _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out, group):
+    """reference.attention_nvfp4's quantization in torch + quantize_nvfp4, then mha_nvfp4_fwd: Q along
+    D; K smoothed by its token mean (fp32, rounded to the inputs' dtype) along D; V transposed to
+    [B, Hkv, D, s_pad] (zeros past Sk, s_pad a multiple of 128) along the tokens."""
+    s_ax = 1 if layout == "BNHD" else 2
+    nv = torch.ops.ac4k.quantize_nvfp4
+    k_mean = k.float().mean(dim=s_ax, keepdim=True)
+    qq = nv(q, "plain", None)
+    kq = nv((k.float() - k_mean).to(k.dtype), "plain", None)
+    vh = v.transpose(1, 2) if layout == "BNHD" else v  # [B, Hkv, Sk, D]
+    B, Hkv, Sk, D = vh.shape
+    vt = v.new_zeros(B, Hkv, D, -(-Sk // 128) * 128)
+    vt[..., :Sk] = vh.transpose(-1, -2)
+    vq = nv(vt, "plain", None)
+    if out is not None:
+        lse = torch.ops.ac4k.mha_nvfp4_fwd_out(*qq, *kq, *vq, layout, causal, scale, return_lse, out)
+        o = out
+    else:
+        o, lse = torch.ops.ac4k.mha_nvfp4_fwd(*qq, *kq, *vq, layout, causal, scale, return_lse, q.dtype)
+    if not return_lse:
+        return o
+    qh = (q if layout == "BHND" else q.transpose(1, 2)).float()
+    km = k_mean.squeeze(s_ax)  # [B, Hkv, D]
+    return o, lse + scale * torch.einsum("bhsd,bhd->bhs", qh, km.repeat_interleave(group, dim=1))
 
 
 def _rope(x: torch.Tensor, grid_sizes, freqs, layout: str) -> torch.Tensor:

@@ -308,7 +308,8 @@ def attention_nvfp4(q, k, v, *, layout: str = "BNHD", causal: bool = False,
                     sm_scale: Optional[float] = None, return_lse: bool = False):
     """Precision "nvfp4": Q, K, P, V in NVFP4 (E2M1 values, E4M3 scales per 16, FP32 global scale).
 
-    1. k_s = k - k_mean as in `attention_int8_fp8`.
+    1. k_s = k - k_mean as in `attention_int8_fp8`, rounded to the inputs' dtype (quantize_nvfp4
+       takes 16-bit input: the op smooths K in fp32 and quantizes the rounded result).
     2. Q and k_s are quantized along D with `quantize_nvfp4` (each with its own global scale
        over the whole tensor) and dequantized exactly: qd, kd (fp32). D must be a multiple of 16.
     3. S_ij = float32(qd_i . kd_j) * sm_scale (the dot taken in fp64, rounded once to fp32).
@@ -328,6 +329,8 @@ def attention_nvfp4(q, k, v, *, layout: str = "BNHD", causal: bool = False,
     if p.D % NVFP4_BLOCK:
         raise ValueError(f"nvfp4 attention needs head dim D to be a multiple of 16, got {p.D}")
     k_s, corr = _smooth_k(p)
+    if p.dtype != torch.float32:
+        k_s = k_s.to(p.dtype)
     qd = dequantize(quantize_nvfp4(p.q)).double()
     kd = p.kv_heads(dequantize(quantize_nvfp4(k_s)).double()).transpose(-1, -2)
     sk_pad = -(-p.Sk // NVFP4_BLOCK) * NVFP4_BLOCK
