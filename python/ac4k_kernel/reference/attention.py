@@ -173,6 +173,22 @@ def _per_token(scales: torch.Tensor, block: int, n: int) -> torch.Tensor:
     return scales.repeat_interleave(block, dim=-1)[..., :n]
 
 
+def _running_max(s: torch.Tensor, m: torch.Tensor):
+    """Online softmax over blocks of P_BLOCK keys, as the kernels run it: block n's P is taken
+    against the running max m_n (max over blocks 0..n) and quantized, then weighted by
+    w = 2^((m_n - m) log2 e) <= 1 into the final sum (l is unchanged by this, exactly). From the
+    masked scores s [..., Sk] and the row max m: (m_n per key, 0 where nothing is seen yet; w)."""
+    Sk = s.shape[-1]
+    nb = -(-Sk // P_BLOCK)
+    sp = torch.nn.functional.pad(s, (0, nb * P_BLOCK - Sk), value=float("-inf"))
+    run = sp.reshape(*s.shape[:-1], nb, P_BLOCK).amax(dim=-1).cummax(dim=-1).values
+    run = run.repeat_interleave(P_BLOCK, dim=-1)[..., :Sk]  # running max per key
+    seen = ~torch.isneginf(run)
+    m_n = torch.where(seen, run, torch.zeros_like(run))
+    w = torch.where(seen, torch.exp2((m_n - m) * LOG2E), torch.zeros_like(run))
+    return m_n, w
+
+
 def _fp8_p_v(p: _Prep, causal: bool, scores: Callable[[int, int], torch.Tensor],
              corr: torch.Tensor):
     """Steps 4-6 shared by the int8+fp8e4m3 and fp8e4m3 recipes, from fp32 scores S [B,Hq,rows,Sk]."""
@@ -182,18 +198,8 @@ def _fp8_p_v(p: _Prep, causal: bool, scores: Callable[[int, int], torch.Tensor],
 
     def body(i0, i1, vis):
         s, m = _masked_max(scores(i0, i1), vis)
-        # Online softmax over blocks of P_BLOCK keys, as the kernel runs it: block n's P is taken
-        # against the running max m_n (max over blocks 0..n), quantized, then weighted by
-        # 2^((m_n - m) log2 e) <= 1 into the final sum. l is unchanged by this (exactly).
-        Sk = s.shape[-1]
-        nb = -(-Sk // P_BLOCK)
-        sp = torch.nn.functional.pad(s, (0, nb * P_BLOCK - Sk), value=float("-inf"))
-        run = sp.reshape(*s.shape[:-1], nb, P_BLOCK).amax(dim=-1).cummax(dim=-1).values
-        run = run.repeat_interleave(P_BLOCK, dim=-1)[..., :Sk]  # running max per key
-        seen = ~torch.isneginf(run)
-        m_n = torch.where(seen, run, torch.zeros_like(run))
+        m_n, w = _running_max(s, m)
         pr = torch.exp2((s - m_n) * LOG2E) * FP8_E4M3_MAX  # [0, 448]; hidden keys -> 0
-        w = torch.where(seen, torch.exp2((m_n - m) * LOG2E), torch.zeros_like(run))
         p8 = _to_e4m3(pr).double() * w.double()
         l = p8.sum(dim=-1, keepdim=True).float()
         # e4m3 x e4m3 products and their sum are exact in fp64 (up to 2^17 keys): one rounding, to fp32.
@@ -313,17 +319,19 @@ def attention_nvfp4(q, k, v, *, layout: str = "BNHD", causal: bool = False,
     2. Q and k_s are quantized along D with `quantize_nvfp4` (each with its own global scale
        over the whole tensor) and dequantized exactly: qd, kd (fp32). D must be a multiple of 16.
     3. S_ij = float32(qd_i . kd_j) * sm_scale (the dot taken in fp64, rounded once to fp32).
-    4. m_i = max_{j visible} S_ij; p_ij = exp(S_ij - m_i) in [0, 1] (fp32, hidden keys 0);
-       l_i = sum_j p_ij (fp32, unquantized p).
-    5. P, zero-padded to a multiple of 16 keys, is quantized along the key dim with
-       quantize_nvfp4(p, global_scale=1/448) (fixed, so the block scales of a row max of 1 sit
-       near the top of E4M3) and dequantized: pd.
+    4. m_i = max_{j visible} S_ij; l_i = sum_j exp(S_ij - m_i) (fp32, unquantized p, hidden keys 0).
+    5. Online softmax over blocks of 128 keys as in `attention_int8_fp8`: p_ij = exp2((S_ij - m_in)
+       * log2(e)) in [0, 1] against the running max m_in; P, zero-padded to a multiple of 16 keys,
+       is quantized along the key dim with quantize_nvfp4(p, global_scale=1/448) (fixed, so the
+       block scales of a row max of 1 sit near the top of E4M3), dequantized, and weighted by
+       w_ij = exp2((m_in - m_i) * log2(e)): pd. (Against the final max instead, early blocks
+       quantize differently: 2-6% rel L1 apart, the size of the FP4 noise itself.)
     6. V is transposed to [B, Hkv, D, Sk], zero-padded to a multiple of 16 tokens and quantized
        along the tokens with quantize_nvfp4 (its own global scale), dequantized: vd.
     7. o_i = float32(pd_i . vd) / l_i (the sum taken in fp64, rounded once), cast to q's dtype.
     lse_i = m_i + log(l_i) + sm_scale * q_i . k_mean.
-    On sm90a the kernel decodes the FP4 data exactly and feeds it to BF16 tensor cores, with the
-    same online-softmax caveat as `attention_int8_fp8`.
+    On sm90a the kernel decodes the FP4 data exactly and feeds it to FP16 tensor cores; its P
+    rounding (in FP16 steps) differs from e2m1_encode in rare near-tie cases.
     """
     p = _Prep(q, k, v, layout, sm_scale)
     if p.D % NVFP4_BLOCK:
@@ -341,11 +349,12 @@ def attention_nvfp4(q, k, v, *, layout: str = "BNHD", causal: bool = False,
     def body(i0, i1, vis):
         s = (qd[:, :, i0:i1] @ kd).float() * p.sm_scale
         s, m = _masked_max(s, vis)
-        e = torch.exp(s - m)
-        l = e.sum(dim=-1, keepdim=True)
-        e = torch.nn.functional.pad(e, (0, sk_pad - p.Sk))
-        pd = dequantize(quantize_nvfp4(e, global_scale=p_gs)).double()
-        o = _normalize((pd @ vd).float(), l)
+        l = torch.exp(s - m).sum(dim=-1, keepdim=True)
+        m_n, w = _running_max(s, m)
+        pr = torch.nn.functional.pad(torch.exp2((s - m_n) * LOG2E), (0, sk_pad - p.Sk))
+        pd = dequantize(quantize_nvfp4(pr, global_scale=p_gs)).double()
+        pd = pd[..., :p.Sk] * w.double()
+        o = _normalize((pd @ vd[:, :, :p.Sk]).float(), l)
         lse = m + torch.log(l) + corr[:, :, i0:i1]
         return o, lse.squeeze(-1)
 
