@@ -3,6 +3,7 @@ runs this under ncu; PROFILE_REGEX picks the kernels to profile).
 
     python tools/profile_ops.py attention [S] [D]    # ours (int8+fp8e4m3) and SageAttention2's when importable
     python tools/profile_ops.py bf16 [S] [D]         # mha_bf16_fwd and SDPA's cuDNN kernel
+    python tools/profile_ops.py nvfp4 [S] [D]        # mha_nvfp4_fwd (and mha_bf16_fwd beside it)
     python tools/profile_ops.py gemm_nvfp4 [M] [N] [K]
 """
 import sys
@@ -13,11 +14,14 @@ import ac4k_kernel
 
 case = sys.argv[1] if len(sys.argv) > 1 else "attention"
 args = [int(a) for a in sys.argv[2:]]
-if case in ("attention", "bf16"):
+if case in ("attention", "bf16", "nvfp4"):
     S, D = (args + [8192, 128][len(args):])[:2]
     B, H = 1, 40
     q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    if case == "bf16":
+    if case == "nvfp4":
+        ac4k_kernel.attention(q, k, v, precision="nvfp4")
+        torch.ops.ac4k.mha_bf16_fwd(q, k, v, "BNHD", False, D ** -0.5, False)
+    elif case == "bf16":
         torch.ops.ac4k.mha_bf16_fwd(q, k, v, "BNHD", False, D ** -0.5, False)
         from torch.nn.attention import SDPBackend, sdpa_kernel
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
