@@ -745,9 +745,11 @@ at::Tensor mha_nvfp4_fwd_out(const at::Tensor& q, const at::Tensor& q_sf, const 
   p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
   p.sm_scale = static_cast<float>(sm_scale);
   p.causal = causal;
+  at::Tensor scratch = at::empty({ac4k::mha_nvfp4_fwd_scratch(p)}, q.options().dtype(at::kByte));
+  p.scratch = scratch.data_ptr();
   const cudaError_t err = ac4k::mha_nvfp4_fwd(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
-              ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 16-byte aligned "
+              ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 8-byte aligned "
               "packed rows and 4-byte aligned scale rows, 16-byte aligned out, fewer than 2^31 tokens, B and H <= 65535)");
   check_cuda_call(err, op);
   return lse;

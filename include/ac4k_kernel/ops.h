@@ -51,6 +51,8 @@ cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream);
 // Attention in NVFP4 (Q, K, P, V; P quantized in the kernel), decoded exactly to FP16 tensor cores
 // on Hopper; reference.attention_nvfp4.
 cudaError_t mha_nvfp4_fwd(const MhaNvfp4Params& params, cudaStream_t stream);
+// Bytes of params.scratch that mha_nvfp4_fwd needs (FP16 copies of the decoded Q, K and V^T).
+int64_t mha_nvfp4_fwd_scratch(const MhaNvfp4Params& params);
 // FP8 E4M3 GEMM with per-row (A) and per-column (B) scales and an optional bias;
 // out = (A B^T) * a_scale * b_scale + bias (types.h GemmFp8Params).
 cudaError_t gemm_fp8(const GemmFp8Params& params, cudaStream_t stream);

@@ -170,7 +170,7 @@ struct MhaBf16Params {
 // operands (packed E2M1, two a byte, even element low; E4M3 block scales of 16; FP32 global scales
 // read on the device). q [B, Sq, Hq, D] and the smoothed k [B, Sk, Hkv, D] quantized along D: the
 // views' sizes are in elements, their strides in bytes (packed rows D / 2 bytes, scale rows D / 16;
-// row strides multiples of 16 and 4 bytes). v transposed and quantized along the tokens: vt
+// row strides multiples of 8 and 4 bytes). v transposed and quantized along the tokens: vt
 // [B, Hkv, D, s_pad / 2] and vt_sf [B, Hkv, D, s_pad / 16], both contiguous, s_pad a multiple of
 // 128 >= Sk with zeros past Sk. o in `dtype` (bf16 / fp16) in the caller's layout (16-byte aligned
 // rows).
@@ -184,6 +184,7 @@ struct MhaNvfp4Params {
   float* lse = nullptr;  // optional [B, Hq, Sq], natural log (of the smoothed scores)
   float sm_scale = 0.f;  // >= 0
   bool causal = false;   // bottom-right aligned
+  void* scratch = nullptr;  // mha_nvfp4_fwd_scratch(params) bytes, 16-byte aligned: Q, K, V^T decoded
 };
 
 // gemm_fp8 (ac4k_kernel.reference.linear_fp8 after the activation quantization):

@@ -1,7 +1,7 @@
 // cp.async (the non-bulk, per-thread asynchronous copy) for sm90a, completing on an mbarrier.
 // CCCL's cuda::ptx has the bulk forms (TMA) but not these, so this is inline PTX. Used where TMA
 // cannot go: gemm_nvfp4's packed FP4 rows are K/2 bytes, a multiple of 8 but not always of the
-// 16 bytes TMA needs for its row strides; mha_nvfp4_fwd's 4-byte block-scale rows.
+// 16 bytes TMA needs for its row strides.
 #pragma once
 
 #include <cstdint>
@@ -18,14 +18,6 @@ __device__ __forceinline__ void cp_async_zfill(void* dst, const void* src, bool 
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" : : "r"(d), "l"(src), "n"(N), "r"(valid ? uint32_t(N) : 0u)
                : "memory");
-}
-
-// Per-thread completion without an mbarrier: commit the copies issued so far as one group; wait
-// until at most N of this thread's groups are still in flight.
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" : : : "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" : : "n"(N) : "memory");
 }
 
 // Makes `bar` receive one arrival once all of this thread's earlier cp.async copies have landed.

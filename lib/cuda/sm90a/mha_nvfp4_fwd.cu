@@ -3,33 +3,24 @@
 // cores, so the operands are decoded exactly to FP16 (sm90a/nvfp4_decode.cuh) and fed to f16 wgmma
 // with FP32 accumulation: the products and sums are the Blackwell kernel's up to summation order.
 //
-// The schedule is mha_bf16_fwd's (one CTA an SM owns 128 query rows of one (batch, head); overlap /
-// ping-pong between two consumer warpgroups), with a decoder in place of the TMA producer:
-//   warpgroup 0  decoder (setmaxnreg.dec to 72): each thread cp.asyncs its share of the packed K and
-//                V^T tiles (and their block scales) kRaw tiles ahead into a raw ring (per-thread
-//                completion, no barrier: a thread decodes only what it copied), decodes them to
-//                FP16 in the 128-byte-swizzled K-major layout wgmma reads, fence.proxy.async, and
-//                arrives on the stage's full barrier (128 arrivals). A thread's job is one row and
-//                one 64-column panel (32 packed bytes, 4 scale bytes), so the 8 threads of a
-//                quarter-warp store 8 rows of one panel: no bank conflicts. Q is decoded once first.
-//   warpgroups 1, 2  consumers, 64 query rows each (setmaxnreg.inc to 216):
-//     S = Q K^T     wgmma m64n128k16 f16, both from shared memory
-//     softmax       FP32 online softmax in the log2 domain, as mha_bf16_fwd; the row sums l take
-//                   the unquantized p (the reference's)
-//     P -> NVFP4    (quantize_p, after the previous P V has read the fragments) per row and 16 keys (one k16 fragment of P V): amax from the block's raw score
-//                   max (the same FFMA + ex2 as its p), E4M3 scale sf = e4m3(amax * 448 / 6) (global
-//                   scale 1/448), y = p / (sf / 448) rounded to E2M1 in f16x2 arithmetic: y * 2^-14
-//                   in FP16 puts E2M1's subnormal step (0.5 below 1) on FP16's, so one integer
-//                   round-half-even to 1 mantissa bit is E2M1's rounding; times sf * 2^9 that is
-//                   the exact FP16 A fragment e2m1 * sf * 2^-5
-//     O += P V      wgmma m64nDk16 f16, A = P from registers, B = V^T K-major from shared memory
-// Permutations (a dot product does not care about the order of its terms): decode16 writes a
-// 16-block's elements in the order 0 2 4 6 1 3 5 7 | 8 .. (the same for Q and K along D). Along
-// the keys the same happens to V^T's columns, so K's rows are stored permuted alike: smem row
-// 8g + p holds key 8g + 2p (p < 4) or 8g + 2(p - 4) + 1, and S's column positions are those keys;
-// the mask uses the key index (key_of below).
-// Scales: decoded Q, K, V are e2m1 * sf exactly; the global scales q_gs * k_gs fold into the
-// softmax constant, v_gs * 2^5 / 448 into the epilogue. Keys past Sk: K rows zero-filled and
+// Two kernels. decode_kernel turns Q, K and V^T into FP16 (e2m1 * block scale, exact; the global
+// scales stay apart) in the op's scratch, once: decoding inside the attention kernel repeated it
+// for every 128-row query block (Sq / 128 times); on the H100 at S = 32760 that version ran at 311
+// TFLOPS, this one at 466 with the pass included (docs/perf-notes.md). The
+// attention kernel is then mha_bf16_fwd's schedule on FP16 operands (TMA producer warpgroup, two
+// consumer warpgroups with overlap + ping-pong at D = 128), with
+//   S = Q K^T     wgmma m64n128k16 f16 from shared memory
+//   softmax       FP32 online softmax in the log2 domain (sm_scale * q_gs * k_gs folded in); the
+//                 row sums l take the unquantized p (the reference's)
+//   P -> NVFP4    (quantize_p, after the previous P V has read the fragments) per row and 16 keys
+//                 amax from the block's raw score max (the same FFMA + ex2 as its p), E4M3 scale
+//                 sf = e4m3(amax * 448 / 6) (global scale 1/448), y = p / (sf / 448) rounded to
+//                 E2M1 in f16x2 arithmetic: y * 2^-14 in FP16 puts E2M1's subnormal step (0.5 below
+//                 1) on FP16's, so one integer round-half-even to 1 mantissa bit is E2M1's rounding;
+//                 times sf * 2^9 that is the exact FP16 A fragment e2m1 * sf * 2^-5
+//   O += P V      wgmma m64nDk16 f16, A = P from registers, B = V^T tile (D rows of 128 keys,
+//                 K-major, two 64-key panels) from shared memory
+// O is scaled by v_gs * 2^5 / 448 / l in the epilogue. Keys past Sk: K rows zero-filled by TMA and
 // masked; V^T is zero-padded to s_pad (a multiple of 128) by the caller.
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -44,8 +35,8 @@
 #include "common/math.cuh"
 #include "common/utils.cuh"
 #include "sm90a/barrier.cuh"
-#include "sm90a/cp_async.cuh"
 #include "sm90a/nvfp4_decode.cuh"
+#include "sm90a/tma.cuh"
 #include "sm90a/wgmma.cuh"
 
 namespace ac4k {
@@ -55,7 +46,6 @@ namespace {
 constexpr int kBlockM = 128;  // query rows per CTA: two consumer warpgroups of 64
 constexpr int kBlockN = 128;  // keys per step
 constexpr int kThreads = 384;
-constexpr int kRaw = 3;       // packed tiles in the raw ring (two in flight while one is decoded)
 constexpr float kLog2e = 1.4426950408889634f;
 // P's quantization (reference: quantize_nvfp4(p, global_scale=1/448)).
 constexpr float kPGs = 1.f / 448.f;
@@ -73,24 +63,18 @@ constexpr int kDefaultSchedule = D == 128 ? kOverlapPingPong : kOverlap;  // mha
 template <int D>
 struct Layout {
   static constexpr int kStages = D == 128 ? 2 : 4;
-  static constexpr int kJobs = D / 64;             // (row, 64-column panel) jobs a decoder thread, per tile
   static constexpr int kPanelQK = 128 * 128;       // 128 rows (queries / keys) of 64 fp16
   static constexpr int kPanelV = D * 128;          // D rows of 64 keys
-  static constexpr int kTile = 128 * D * 2;        // decoded Q, K or V^T tile
-  static constexpr int kRawVals = 2 * kJobs * 2 * 128 * 16;  // [K, V][job][half][thread] 16 B
-  static constexpr int kRawSf = 2 * kJobs * 128 * 4;         // [K, V][job][thread] 4 B
-  static constexpr int kRawStage = kRawVals + kRawSf;
+  static constexpr int kTile = 128 * D * 2;        // Q, K or V^T tile
   static constexpr int kPitch = 2 * D + 16;        // O staging row, bytes (padded: no bank conflicts)
   static constexpr int kOWg = 64 * kPitch;
   static constexpr int kQ = 0;
   static constexpr int kK = kQ + kTile;
   static constexpr int kV = kK + kStages * kTile;
-  static constexpr int kRaw0 = kV + kStages * kTile;  // raw ring; the O staging reuses it at the end
-  static constexpr int kO = kRaw0;
-  static constexpr int kRawBytes = kRaw * kRawStage > 2 * kOWg ? kRaw * kRawStage : 2 * kOWg;
-  static constexpr int kBar = kRaw0 + (kRawBytes + 7) / 8 * 8;
+  static constexpr int kO = kV + kStages * kTile;
+  static constexpr int kBar = kO + 2 * kOWg;
   static constexpr int kBytes = kBar + 8 * (1 + 4 * kStages);
-  static_assert(kTile % 1024 == 0 && kRawStage % 16 == 0, "aligned tiles");
+  static_assert(kTile % 1024 == 0 && kBar % 8 == 0, "1024-byte aligned tiles");
   static_assert(kBytes <= 227 * 1024, "shared memory");
 };
 
@@ -110,9 +94,9 @@ __device__ __forceinline__ uint32_t hmin2(uint32_t a, uint32_t b) {
   return r;
 }
 
-// Key index (within the 128-key block) of accumulator column i of a thread with quad q (see the
-// permutation above): position 8(i/4) + 2q + i%2.
-__device__ __forceinline__ int key_of(int i, int kq) { return 8 * (i / 4) + 2 * (i % 2) + kq; }
+// Key index (within the 128-key block) of accumulator column i of a thread with quad q: 8(i/4) +
+// 2q + i%2 (kq = 2q).
+__device__ __forceinline__ int key_of(int i, int kq) { return 8 * (i / 4) + (i % 2) + kq; }
 
 // Two p values of one row and 16-key block -> their f16x2 A fragment e2m1(p * inv) * sf * 2^-5.
 // inv = 2^-14 / (sf / 448) (0 for sf = 0), sf9 = (sf * 2^9, sf * 2^9) in f16x2. The FP16 step first
@@ -202,36 +186,60 @@ __device__ __forceinline__ void quantize_p(const float (&s)[kBlockN / 2], const 
   }
 }
 
-__device__ __forceinline__ void st_shared_v4(uint8_t* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
-  *reinterpret_cast<uint4*>(p) = make_uint4(a, b, c, d);
+// ---- the decode pass ----
+
+// A packed NVFP4 tensor seen as [B, H, S rows, C columns] (element strides in bytes; scales the
+// same with C / 16 a row), decoded to FP16 [B, H, S, C] contiguous.
+struct DecodeView {
+  const uint8_t* vals;
+  const uint8_t* sf;
+  TokenView v, s;  // D = C (columns)
+  __half* out;
+};
+
+// One thread per 16-block: 8 packed bytes and a scale byte in, 32 bytes out, in natural order.
+__global__ void __launch_bounds__(256) decode_kernel(const DecodeView d) {
+  const int nblk = int(d.v.D / 16);
+  const int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
+  if (idx >= d.v.S * nblk) return;
+  const int64_t row = idx / nblk;
+  const int c = int(idx - row * nblk);
+  const int h = blockIdx.y, b = blockIdx.z;
+  const uint2 w = *reinterpret_cast<const uint2*>(d.vals + b * d.v.stride_b + h * d.v.stride_h + row * d.v.stride_s + 8 * c);
+  const uint32_t sf = d.sf[b * d.s.stride_b + h * d.s.stride_h + row * d.s.stride_s + c];
+  uint32_t o[8];
+  decode16(w.x, w.y, sf, o);
+  // decode16's pairs (0,2) (4,6) (1,3) (5,7) | (8,10) ... -> (0,1) (2,3) ... 
+  uint4 lo, hi;
+  lo.x = __byte_perm(o[0], o[2], 0x5410);
+  lo.y = __byte_perm(o[0], o[2], 0x7632);
+  lo.z = __byte_perm(o[1], o[3], 0x5410);
+  lo.w = __byte_perm(o[1], o[3], 0x7632);
+  hi.x = __byte_perm(o[4], o[6], 0x5410);
+  hi.y = __byte_perm(o[4], o[6], 0x7632);
+  hi.z = __byte_perm(o[5], o[7], 0x5410);
+  hi.w = __byte_perm(o[5], o[7], 0x7632);
+  uint4* dst = reinterpret_cast<uint4*>(d.out + ((int64_t(b) * d.v.H + h) * d.v.S + row) * d.v.D + 16 * c);
+  dst[0] = lo;
+  dst[1] = hi;
 }
 
-// One decoder job: 32 packed bytes (64 values, four 16-blocks) and their 4 scale bytes from the raw
-// ring -> row `row` of a 64-column panel (128-byte swizzled rows).
-__device__ __forceinline__ void decode_job(const uint8_t* raw_lo, const uint8_t* raw_hi, const uint8_t* raw_sf,
-                                           uint8_t* panel, int row) {
-  const uint4 w0 = *reinterpret_cast<const uint4*>(raw_lo);
-  const uint4 w1 = *reinterpret_cast<const uint4*>(raw_hi);
-  const uint32_t sf = *reinterpret_cast<const uint32_t*>(raw_sf);
-  uint8_t* rp = panel + row * 128;
-  const int sw = row & 7;
-  const uint32_t w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-#pragma unroll
-  for (int blk = 0; blk < 4; ++blk) {
-    uint32_t o[8];
-    decode16(w[2 * blk], w[2 * blk + 1], sf >> (8 * blk), o);
-    st_shared_v4(rp + (((2 * blk) ^ sw) << 4), o[0], o[1], o[2], o[3]);
-    st_shared_v4(rp + (((2 * blk + 1) ^ sw) << 4), o[4], o[5], o[6], o[7]);
-  }
+cudaError_t decode(const uint8_t* vals, const uint8_t* sf, const TokenView& v, const TokenView& s, __half* out,
+                   cudaStream_t stream) {
+  DecodeView d{vals, sf, v, s, out};
+  const int64_t n = v.S * (v.D / 16);
+  decode_kernel<<<dim3(unsigned(ceil_div(n, int64_t(256))), unsigned(v.H), unsigned(v.B)), 256, 0, stream>>>(d);
+  return last_launch_error();
 }
 
 template <typename T, int D, int kSchedule>
-__global__ void __launch_bounds__(kThreads, 1) mha_nvfp4_kernel(const MhaNvfp4Params p) {
+__global__ void __launch_bounds__(kThreads, 1)
+mha_nvfp4_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
+                 const __grid_constant__ CUtensorMap tm_v, const MhaNvfp4Params p) {
   constexpr bool kOv = (kSchedule & kOverlap) != 0;
   constexpr bool kPP = (kSchedule & kPingPong) != 0;
   using L = Layout<D>;
   constexpr int kStages = L::kStages;
-  constexpr int kJobs = L::kJobs;
   extern __shared__ __align__(1024) uint8_t smem[];
   if ((static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u) != 0) __trap();
   uint8_t* sq = smem + L::kQ;
@@ -258,109 +266,50 @@ __global__ void __launch_bounds__(kThreads, 1) mha_nvfp4_kernel(const MhaNvfp4Pa
   }
 
   if (threadIdx.x == 0) {
-    mbar_init(bar_q, 128);
+    mbar_init(bar_q, 1);
     for (int s = 0; s < kStages; ++s) {
-      mbar_init(full_k + s, 128);  // every decoder thread
-      mbar_init(full_v + s, 128);
-      mbar_init(empty_k + s, 2);   // one arrival per consumer warpgroup
+      mbar_init(full_k + s, 1);
+      mbar_init(full_v + s, 1);
+      mbar_init(empty_k + s, 2);
       mbar_init(empty_v + s, 2);
     }
     fence_barrier_init();
   }
   __syncthreads();
 
-  if (threadIdx.x < 128) {  // ---- decoder ----
-    setmaxnreg_dec<72>();
-    if (n_blocks == 0) return;
-    const int t = threadIdx.x;
-    const TokenView &qsv = p.q_sf_view, &ksv = p.k_sf_view;
-    const int64_t vt_row0 = (int64_t(b) * kv.H + hkv) * D;  // V^T row of d = 0
-    // Raw slot layout: values [K, V][job][half][thread] 16 B, then scales [K, V][job][thread] 4 B.
-    auto raw_val = [&](int slot, int kind, int j, int half) {
-      return smem + L::kRaw0 + slot * L::kRawStage + (((kind * kJobs + j) * 2 + half) * 128 + t) * 16;
-    };
-    auto raw_sf = [&](int slot, int kind, int j) {
-      return smem + L::kRaw0 + slot * L::kRawStage + L::kRawVals + ((kind * kJobs + j) * 128 + t) * 4;
-    };
-    // Job j of a Q / K tile: row t, panel j; of a V^T tile: e = t + 128 j -> row e % D, panel e / D.
-    auto issue_rows = [&](int slot, const uint8_t* vals, const uint8_t* sf, const TokenView& vw,
-                          const TokenView& sw, int head, int64_t row) {
-      const bool valid = row < vw.S;
-      const int64_t rr = valid ? row : 0;
-      const uint8_t* src = vals + b * vw.stride_b + rr * vw.stride_s + head * vw.stride_h;
-      const uint8_t* ssrc = sf + b * sw.stride_b + rr * sw.stride_s + head * sw.stride_h;
+  if (threadIdx.x < 128) {  // producer: Q [B, Hq, Sq, D], K [B, Hkv, Sk, D], V^T [B, Hkv, D, s_pad] (FP16)
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == 0 && n_blocks > 0) {
+      mbar_arrive_expect_tx(bar_q, L::kTile);
 #pragma unroll
-      for (int j = 0; j < kJobs; ++j) {
-        cp_async_zfill<16>(raw_val(slot, 0, j, 0), src + 32 * j, valid);
-        cp_async_zfill<16>(raw_val(slot, 0, j, 1), src + 32 * j + 16, valid);
-        cp_async_zfill<4>(raw_sf(slot, 0, j), ssrc + 4 * j, valid);
-      }
-    };
-    auto issue_tile = [&](int n) {
-      const int slot = n % kRaw;
-      if (n < n_blocks) {
-        issue_rows(slot, p.k, p.k_sf, kv, ksv, hkv, int64_t(n) * kBlockN + t);
+      for (int pn = 0; pn < D / 64; ++pn) tma_load_4d(sq + pn * L::kPanelQK, &tm_q, bar_q, 64 * pn, int(row_first), h, b);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int n = 0; n < n_blocks; ++n) {
+        if (n >= kStages) mbar_wait(empty_k + stage, phase ^ 1u);
+        mbar_arrive_expect_tx(full_k + stage, L::kTile);
 #pragma unroll
-        for (int j = 0; j < kJobs; ++j) {
-          const int e = t + 128 * j, d = e % D, pv = e / D;
-          const int64_t row = vt_row0 + d;
-          const uint8_t* src = p.vt + row * (p.s_pad / 2) + int64_t(n) * (kBlockN / 2) + 32 * pv;
-          cp_async_zfill<16>(raw_val(slot, 1, j, 0), src, true);
-          cp_async_zfill<16>(raw_val(slot, 1, j, 1), src + 16, true);
-          cp_async_zfill<4>(raw_sf(slot, 1, j), p.vt_sf + row * (p.s_pad / 16) + int64_t(n) * (kBlockN / 16) + 4 * pv,
-                            true);
+        for (int pn = 0; pn < D / 64; ++pn)
+          tma_load_4d(sk + stage * L::kTile + pn * L::kPanelQK, &tm_k, full_k + stage, 64 * pn, n * kBlockN, hkv, b);
+        if (n >= kStages) mbar_wait(empty_v + stage, phase ^ 1u);
+        mbar_arrive_expect_tx(full_v + stage, L::kTile);
+#pragma unroll
+        for (int pv = 0; pv < 2; ++pv)
+          tma_load_4d(sv + stage * L::kTile + pv * L::kPanelV, &tm_v, full_v + stage, n * kBlockN + 64 * pv, 0, hkv, b);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1u;
         }
-      }
-      cp_async_commit();  // possibly empty: the group count stays uniform
-    };
-    // K row position of key t (the permutation above).
-    const int krow = (t & ~7) | ((t & 1) ? 4 + ((t & 7) >> 1) : ((t & 7) >> 1));
-
-    issue_rows(kRaw - 1, p.q, p.q_sf, qv, qsv, h, row_first + t);  // Q in the last slot
-    cp_async_commit();
-    for (int n = 0; n < kRaw - 1; ++n) issue_tile(n);
-    cp_async_wait<kRaw - 1>();
-#pragma unroll
-    for (int j = 0; j < kJobs; ++j)
-      decode_job(raw_val(kRaw - 1, 0, j, 0), raw_val(kRaw - 1, 0, j, 1), raw_sf(kRaw - 1, 0, j), sq + j * L::kPanelQK, t);
-    fence_proxy_async_shared();
-    (void)cuda::ptx::mbarrier_arrive(bar_q);
-
-    int stage = 0;
-    uint32_t phase = 0;
-    for (int n = 0; n < n_blocks; ++n) {
-      issue_tile(n + kRaw - 1);  // into the slot Q or tile n - 1 used, already decoded
-      cp_async_wait<kRaw - 1>();
-      const int slot = n % kRaw;
-      if (n >= kStages) mbar_wait(empty_k + stage, phase ^ 1u);
-      uint8_t* dk = sk + stage * L::kTile;
-#pragma unroll
-      for (int j = 0; j < kJobs; ++j)
-        decode_job(raw_val(slot, 0, j, 0), raw_val(slot, 0, j, 1), raw_sf(slot, 0, j), dk + j * L::kPanelQK, krow);
-      fence_proxy_async_shared();
-      (void)cuda::ptx::mbarrier_arrive(full_k + stage);
-      if (n >= kStages) mbar_wait(empty_v + stage, phase ^ 1u);
-      uint8_t* dv = sv + stage * L::kTile;
-#pragma unroll
-      for (int j = 0; j < kJobs; ++j) {
-        const int e = t + 128 * j;
-        decode_job(raw_val(slot, 1, j, 0), raw_val(slot, 1, j, 1), raw_sf(slot, 1, j), dv + (e / D) * L::kPanelV, e % D);
-      }
-      fence_proxy_async_shared();
-      (void)cuda::ptx::mbarrier_arrive(full_v + stage);
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1u;
       }
     }
     return;
   }
 
   // ---- consumers ----
-  setmaxnreg_inc<216>();
+  setmaxnreg_inc<240>();
   const int cw = int(threadIdx.x / 128) - 1;
   const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32, quad = lane % 4;
-  const int kq = 4 * (quad & 1) + (quad >> 1);  // key_of's per-thread offset
+  const int kq = 2 * quad;  // key_of's per-thread offset
   const int64_t row_wg = row_first + 64 * cw;
   const int64_t row0 = row_wg + warp * 16 + lane / 4;
   const float c = p.sm_scale * kLog2e * (*p.q_gs) * (*p.k_gs);
@@ -499,7 +448,7 @@ __global__ void __launch_bounds__(kThreads, 1) mha_nvfp4_kernel(const MhaNvfp4Pa
   }
   if (kPP && cw == 0) named_bar_sync(1, 256);
 
-  // ---- epilogue: O * v_gs * 2^5 / 448 / l, staged in shared memory (the raw ring, idle now) ----
+  // ---- epilogue: O * v_gs * 2^5 / 448 / l, staged in shared memory ----
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
@@ -543,14 +492,48 @@ __global__ void __launch_bounds__(kThreads, 1) mha_nvfp4_kernel(const MhaNvfp4Pa
   }
 }
 
+// [B, H, S, D] FP16 (contiguous) as a 4-D tensor map with `rows`-row boxes of one 64-column panel.
+cudaError_t encode_f16(CUtensorMap* map, const __half* base, int64_t B, int64_t H, int64_t S, int64_t D, uint32_t rows) {
+  const int64_t dims[4] = {D, S, H, B};
+  const int64_t strides[4] = {1, D, S * D, H * S * D};
+  const uint32_t box[4] = {64, rows, 1, 1};
+  return encode_tensor_map(map, base, ScalarType::Float16, 4, dims, strides, box, TmaSwizzle::B128);
+}
+
 template <typename T, int D>
 cudaError_t launch(const MhaNvfp4Params& p, cudaStream_t stream) {
+  const TokenView &q = p.q_view, &k = p.k_view;
+  __half* q16 = static_cast<__half*>(p.scratch);
+  __half* k16 = q16 + q.B * q.H * q.S * D;
+  __half* v16 = k16 + k.B * k.H * k.S * D;
+  cudaError_t err = decode(p.q, p.q_sf, q, p.q_sf_view, q16, stream);
+  if (err == cudaSuccess) err = decode(p.k, p.k_sf, k, p.k_sf_view, k16, stream);
+  if (err != cudaSuccess) return err;
+  TokenView vt;  // V^T [B, Hkv, D rows, s_pad columns], contiguous
+  vt.B = k.B;
+  vt.H = k.H;
+  vt.S = D;
+  vt.D = p.s_pad;
+  vt.stride_s = p.s_pad / 2;
+  vt.stride_h = D * vt.stride_s;
+  vt.stride_b = k.H * vt.stride_h;
+  TokenView vts = vt;
+  vts.stride_s = p.s_pad / 16;
+  vts.stride_h = D * vts.stride_s;
+  vts.stride_b = k.H * vts.stride_h;
+  err = decode(p.vt, p.vt_sf, vt, vts, v16, stream);
+  if (err != cudaSuccess) return err;
+  CUtensorMap tq, tk, tv;
+  err = encode_f16(&tq, q16, q.B, q.H, q.S, D, kBlockM);
+  if (err == cudaSuccess) err = encode_f16(&tk, k16, k.B, k.H, k.S, D, kBlockN);
+  if (err == cudaSuccess) err = encode_f16(&tv, v16, k.B, k.H, D, p.s_pad, D);  // box: 64 keys x D rows
+  if (err != cudaSuccess) return err;
   auto kernel = mha_nvfp4_kernel<T, D, kDefaultSchedule<D>>;
   constexpr int smem = Layout<D>::kBytes;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
-  kernel<<<grid, kThreads, smem, stream>>>(p);
+  const dim3 grid(unsigned(ceil_div(q.S, kBlockM)), unsigned(q.H), unsigned(q.B));
+  kernel<<<grid, kThreads, smem, stream>>>(tq, tk, tv, p);
   return last_launch_error();
 }
 
@@ -558,6 +541,11 @@ bool aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(pt
 
 }  // namespace
 }  // namespace sm90a
+
+int64_t mha_nvfp4_fwd_scratch(const MhaNvfp4Params& p) {
+  const TokenView &q = p.q_view, &k = p.k_view;
+  return 2 * (q.B * q.H * q.S * q.D + k.B * k.H * k.S * k.D + k.B * k.H * k.D * p.s_pad);
+}
 
 cudaError_t mha_nvfp4_fwd(const MhaNvfp4Params& params, cudaStream_t stream) {
   MhaNvfp4Params p = params;
@@ -574,8 +562,9 @@ cudaError_t mha_nvfp4_fwd(const MhaNvfp4Params& params, cudaStream_t stream) {
   const bool bf16 = p.dtype == ScalarType::BFloat16;
   if ((!bf16 && p.dtype != ScalarType::Float16) || q.D != k.D || (q.D != 64 && q.D != 128) || k.H == 0 ||
       q.H % k.H != 0 || k.B != q.B || k.S < 1 || !(p.sm_scale >= 0.f) || p.s_pad % 128 != 0 || p.s_pad < k.S ||
-      !rows_ok(p.q, q, 16) || !rows_ok(p.k, k, 16) || !rows_ok(p.q_sf, p.q_sf_view, 4) ||
-      !rows_ok(p.k_sf, p.k_sf_view, 4) || !aligned(p.vt, 16) || !aligned(p.vt_sf, 16) || !rows_aligned_16b(p.o, p.o_view))
+      !rows_ok(p.q, q, 8) || !rows_ok(p.k, k, 8) || !rows_ok(p.q_sf, p.q_sf_view, 4) ||
+      !rows_ok(p.k_sf, p.k_sf_view, 4) || !aligned(p.vt, 16) || !aligned(p.vt_sf, 16) || !rows_aligned_16b(p.o, p.o_view) ||
+      p.scratch == nullptr || !aligned(p.scratch, 16))
     return cudaErrorNotSupported;
   if (q.B * q.H * q.S == 0) return cudaSuccess;
   if (q.B > 65535 || q.H > 65535 || k.S > (int64_t(1) << 31) - sm90a::kBlockN ||
