@@ -2,32 +2,12 @@
 // inputs are fp16), FP32 online softmax and accumulation; ac4k_kernel.reference.attention_bf16.
 //
 // Unlike the 8-bit kernels (mha_8bit.cuh) this one is tensor-bound: bf16 wgmma gives 8 scores a
-// clock an SM at D = 128, the exp unit 16. So the schedule is FlashAttention-3's (warp-specialized,
-// written from its description, no code taken): one CTA an SM owns 128 query rows of one
-// (batch, head) with three warpgroups:
-//   warpgroup 0  producer: one thread issues the TMA loads (Q once, then K_n and V_n, 128 keys
-//                each, into kStages stages on full barriers; a stage is refilled once both
-//                consumers released it on its empty barrier). setmaxnreg.dec to 24 registers.
-//   warpgroups 1, 2  consumers, 64 query rows each (setmaxnreg.inc to 240):
-//     S = Q K^T     wgmma m64n128k16, Q and K from shared memory (K-major, 128-byte swizzle; a
-//                   D = 128 tile is two 64-column panels, a SW128 TMA box is at most 128 B wide)
-//     softmax       FP32 online softmax in the log2 domain: row max of the raw scores (quad
-//                   shuffles), one FFMA (sm_scale * log2(e) folded in) + ex2 a score, thread-local
-//                   row sums reduced once at the end; P converted in registers to bf16 / fp16:
-//                   the f32 accumulator layout of 16 columns is the k16 A fragment of the next wgmma
-//     O += P V      wgmma m64nDk16, A = P from registers, B = V [keys, D] from shared memory read
-//                   MN-major (transpose-b; LBO = the 64-column panel stride, SBO = 1024 B between
-//                   8-key groups); O accumulates in the wgmma's f32 accumulator (no promotion)
-// Schedules (Schedule below, a template parameter; kDefaultSchedule<D> is the one built, chosen by
-// measurement: docs/perf-notes.md, mha_bf16_fwd):
-//   kOverlap   intra-warpgroup pipelining: S_{n+1} = Q K_{n+1} and O += P_n V_n are issued
-//              together, and the softmax of S_{n+1} runs while P_n V_n is in flight
-//   kPingPong  the two consumers take turns issuing their GEMMs (named barriers 1 and 2), so one
-//              warpgroup's softmax overlaps the other's tensor-core work
-// Masking only on the blocks that need it (the partial last key block, the causal diagonal);
-// keys past Sk are zero-filled by TMA and masked to -inf; a row that sees no key outputs 0 and
-// lse -inf. Epilogue: O / l staged in shared memory, stored as 16-byte row chunks in the caller's
-// layout with row guards. Offsets into q / o / lse are 64-bit.
+// clock an SM at D = 128, the exp unit 16. The kernel is sm90a/mha_16bit.cuh's (FlashAttention-3's
+// warp-specialized schedule) with the policy below: Q, K, V as given, read by TMA; the softmax
+// takes the row max of the raw scores (quad shuffles), one FFMA (sm_scale * log2(e) folded in) +
+// ex2 a score, thread-local row sums reduced once at the end; P converted in registers to the
+// input type. Schedule (kDefaultSchedule<D>, chosen by measurement: docs/perf-notes.md,
+// mha_bf16_fwd): overlap + ping-pong at D = 128, overlap at D = 64.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -41,21 +21,15 @@
 #include "ac4k_kernel/types.h"
 #include "common/math.cuh"
 #include "common/utils.cuh"
-#include "sm90a/barrier.cuh"
+#include "sm90a/mha_16bit.cuh"
 #include "sm90a/tma.cuh"
-#include "sm90a/wgmma.cuh"
 
 namespace ac4k {
 namespace sm90a {
 namespace {
 
-constexpr int kBlockM = 128;  // query rows per CTA: two consumer warpgroups of 64
-constexpr int kBlockN = 128;  // keys per step
-constexpr int kThreads = 384;
-constexpr float kLog2e = 1.4426950408889634f;
+using namespace mha16;
 
-// Bit 0: intra-warpgroup overlap, bit 1: ping-pong between the consumers.
-enum Schedule : int { kSerial = 0, kOverlap = 1, kPingPong = 2, kOverlapPingPong = 3 };
 // Measured on the H200 (session 8): at D = 128 overlap+pingpong is the fastest or tied at every S,
 // at D = 64 overlap beats it by 4%. -DAC4K_BF16_SCHEDULE=0..3 builds another one for experiments.
 #ifdef AC4K_BF16_SCHEDULE
@@ -65,47 +39,6 @@ constexpr int kDefaultSchedule = AC4K_BF16_SCHEDULE;
 template <int D>
 constexpr int kDefaultSchedule = D == 128 ? kOverlapPingPong : kOverlap;
 #endif
-
-template <int D>
-struct Layout {
-  static constexpr int kStages = D == 128 ? 2 : 4;
-  static constexpr int kPanel = 128 * 128;          // 128 rows of 64 elements (128 B): 16 KB
-  static constexpr int kTile = D / 64 * kPanel;     // 128 rows of Q, K or V
-  static constexpr int kPitch = 2 * D + 16;         // O staging row, bytes (padded: no bank conflicts)
-  static constexpr int kOWg = 64 * kPitch;          // one consumer's O staging
-  static constexpr int kQ = 0;
-  static constexpr int kK = kQ + kTile;
-  static constexpr int kV = kK + kStages * kTile;
-  static constexpr int kO = kV + kStages * kTile;
-  static constexpr int kBar = kO + 2 * kOWg;
-  static constexpr int kBytes = kBar + 8 * (1 + 4 * kStages);
-  static_assert(kTile % 1024 == 0 && kBar % 8 == 0, "1024-byte aligned tiles");
-  static_assert(kBytes <= 227 * 1024, "shared memory");
-};
-
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// S (+)= Q K^T and O (+)= P V for bf16 or fp16 operands.
-template <typename T>
-__device__ __forceinline__ void mma_qk(float (&d)[kBlockN / 2], uint64_t a, uint64_t b, bool acc) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    wgmma_bf16_ss(d, a, b, acc);
-  } else {
-    wgmma_f16_ss(d, a, b, acc);
-  }
-}
-template <typename T, int N>
-__device__ __forceinline__ void mma_pv(float (&d)[N], const uint32_t (&a)[4], uint64_t b) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    wgmma_bf16_rs_tb(d, a, b, true);
-  } else {
-    wgmma_f16_rs_tb(d, a, b, true);
-  }
-}
 
 // Online softmax of one 128-key block in the log2 domain, in place: s[i] (the raw score of row
 // r = (i/2)%2 -> row0 + 8r, key key0 + 8(i/4) + i%2, key0 = block start + 2*quad) becomes
@@ -169,270 +102,31 @@ __device__ __forceinline__ void convert_p(const float (&s)[kBlockN / 2], uint32_
   }
 }
 
+template <typename T>
+struct Bf16Policy {
+  using Params = MhaBf16Params;
+  using In = T;
+  using Out = T;
+  static constexpr bool kVt = false;
+  static constexpr bool kQuadInKey0 = true;
+  struct PState {};
+  __device__ static float score_scale(const Params& p) { return p.sm_scale * kLog2e; }
+  __device__ static float out_scale(const Params&) { return 1.f; }
+  template <bool kMask>
+  __device__ static void softmax(float (&s)[kBlockN / 2], PState&, float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                 float c, int, int key_end, int diag) {
+    softmax_block<kMask>(s, m, l, alpha, c, key_end, diag);
+  }
+  __device__ static void convert(const float (&s)[kBlockN / 2], const PState&, uint32_t (&pa)[kBlockN / 16][4]) {
+    convert_p<T>(s, pa);
+  }
+};
+
 template <typename T, int D, int kSchedule>
 __global__ void __launch_bounds__(kThreads, 1)
 mha_bf16_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                 const __grid_constant__ CUtensorMap tm_v, const MhaBf16Params p) {
-  constexpr bool kOv = (kSchedule & kOverlap) != 0;
-  constexpr bool kPP = (kSchedule & kPingPong) != 0;
-  using L = Layout<D>;
-  constexpr int kStages = L::kStages;
-  extern __shared__ __align__(1024) uint8_t smem[];
-  // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
-  // window starts there on sm90 (no static shared memory in this kernel).
-  if ((static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u) != 0) __trap();
-  uint8_t* sq = smem + L::kQ;
-  uint8_t* sk = smem + L::kK;
-  uint8_t* sv = smem + L::kV;
-  uint64_t* bar_q = reinterpret_cast<uint64_t*>(smem + L::kBar);
-  uint64_t* full_k = bar_q + 1;
-  uint64_t* full_v = full_k + kStages;
-  uint64_t* empty_k = full_v + kStages;
-  uint64_t* empty_v = empty_k + kStages;
-
-  const TokenView& qv = p.q_view;
-  const TokenView& kv = p.k_view;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int hkv = int(h / (qv.H / kv.H));
-  // Causal: the longest rows first (the last CTAs to start are the short ones).
-  const int m_blk = p.causal ? int(gridDim.x - 1 - blockIdx.x) : int(blockIdx.x);
-  const int64_t row_first = int64_t(m_blk) * kBlockM;
-  const int64_t causal_shift = kv.S - qv.S;
-  const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
-  int n_blocks = n_blocks_all;  // key blocks of the CTA (both consumers step through all of them)
-  if (p.causal) {
-    const int64_t last_key = min(row_first + kBlockM, qv.S) - 1 + causal_shift;
-    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
-  }
-
-  if (threadIdx.x == 0) {
-    mbar_init(bar_q, 1);
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(full_k + s, 1);
-      mbar_init(full_v + s, 1);
-      mbar_init(empty_k + s, 2);  // one arrival per consumer warpgroup
-      mbar_init(empty_v + s, 2);
-    }
-    fence_barrier_init();
-  }
-  __syncthreads();
-
-  if (threadIdx.x < 128) {  // producer
-    setmaxnreg_dec<24>();
-    if (threadIdx.x == 0 && n_blocks > 0) {
-      mbar_arrive_expect_tx(bar_q, L::kTile);
-#pragma unroll
-      for (int pn = 0; pn < D / 64; ++pn) tma_load_4d(sq + pn * L::kPanel, &tm_q, bar_q, 64 * pn, int(row_first), h, b);
-      int stage = 0;
-      uint32_t phase = 0;
-      for (int n = 0; n < n_blocks; ++n) {
-        if (n >= kStages) mbar_wait(empty_k + stage, phase ^ 1u);
-        mbar_arrive_expect_tx(full_k + stage, L::kTile);
-#pragma unroll
-        for (int pn = 0; pn < D / 64; ++pn)
-          tma_load_4d(sk + stage * L::kTile + pn * L::kPanel, &tm_k, full_k + stage, 64 * pn, n * kBlockN, hkv, b);
-        if (n >= kStages) mbar_wait(empty_v + stage, phase ^ 1u);
-        mbar_arrive_expect_tx(full_v + stage, L::kTile);
-#pragma unroll
-        for (int pn = 0; pn < D / 64; ++pn)
-          tma_load_4d(sv + stage * L::kTile + pn * L::kPanel, &tm_v, full_v + stage, 64 * pn, n * kBlockN, hkv, b);
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1u;
-        }
-      }
-    }
-    return;
-  }
-
-  // ---- consumers ----
-  setmaxnreg_inc<240>();
-  const int cw = int(threadIdx.x / 128) - 1;  // 0 or 1: rows 64 cw .. of the CTA's 128
-  const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32, quad = lane % 4;
-  const int64_t row_wg = row_first + 64 * cw;
-  const int64_t row0 = row_wg + warp * 16 + lane / 4;  // and row0 + 8
-  const float c = p.sm_scale * kLog2e;
-
-  // Ping-pong: consumer w issues its GEMMs between named_bar_sync(1 + w) and an arrive on the
-  // other's barrier. Consumer 1 makes consumer 0's first arrival up front, consumer 0 takes one
-  // extra turn at the end, so every barrier phase completes (both take the same number of turns).
-  if (kPP && cw == 1) named_bar_arrive(1, 256);
-  auto turn_begin = [&] {
-    if (kPP) named_bar_sync(1 + cw, 256);
-  };
-  auto turn_end = [&] {
-    if (kPP) named_bar_arrive(2 - cw, 256);
-  };
-  auto release = [&](uint64_t* bar) {
-    if (tid == 0) (void)cuda::ptx::mbarrier_arrive(bar);
-  };
-
-  float o[D / 2];
-#pragma unroll
-  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-
-  if (n_blocks > 0) {
-    // Descriptors: Q rows 64 cw.. of each panel (8 KB in), K / V stage bases; a k16 step of QK is
-    // 32 B along the 128-byte row, the next panel after four; a k16 step of PV is 16 keys = 2 KB.
-    const uint64_t dq = make_smem_desc(sq + cw * 64 * 128, 16, 1024, 1);
-    const uint64_t dk0 = make_smem_desc(sk, 16, 1024, 1);
-    const uint64_t dv0 = make_smem_desc(sv, L::kPanel, 1024, 1);
-    float s[kBlockN / 2];
-    uint32_t pa[kBlockN / 16][4];
-    auto issue_qk = [&](int stage) {
-      wgmma_fence_operand(s);
-      wgmma_fence();
-      const uint64_t dk = smem_desc_advance(dk0, stage * L::kTile);
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t off = (kk / 4) * L::kPanel + (kk % 4) * 32;
-        mma_qk<T>(s, smem_desc_advance(dq, off), smem_desc_advance(dk, off), kk > 0);
-      }
-      wgmma_commit();
-    };
-    auto issue_pv = [&](int stage) {
-      wgmma_fence_operand(o);
-      wgmma_fence();
-      const uint64_t dv = smem_desc_advance(dv0, stage * L::kTile);
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) mma_pv<T>(o, pa[kk], smem_desc_advance(dv, kk * 16 * 128));
-      wgmma_commit();
-    };
-    float alpha[2];
-    mbar_wait(bar_q, 0);
-    auto softmax = [&](int n) {
-      const bool need_mask = int64_t(n + 1) * kBlockN > kv.S ||
-                             (p.causal && int64_t(n + 1) * kBlockN - 1 > row_wg + causal_shift);
-      if (need_mask) {
-        const int64_t key0 = int64_t(n) * kBlockN + 2 * quad;
-        const int key_end = int(min(kv.S - key0, int64_t(kBlockN)));
-        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(kBlockN)), int64_t(-kBlockN)))
-                                  : kBlockN;
-        softmax_block<true>(s, m, l, alpha, c, key_end, diag);
-      } else {
-        softmax_block<false>(s, m, l, alpha, c, 0, 0);
-      }
-    };
-    auto rescale_o = [&] {
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i / 2) % 2];
-    };
-
-    if constexpr (kOv) {
-      // S_0, then per n >= 1: issue S_n and O += P_{n-1} V_{n-1}; softmax(S_n) while PV runs;
-      // then O *= alpha_n and P_n replaces P_{n-1} (its registers are free once PV is done).
-      mbar_wait(full_k, 0);
-      turn_begin();
-      issue_qk(0);
-      turn_end();
-      wgmma_wait<0>();
-      wgmma_fence_operand(s);
-      release(empty_k);
-      softmax(0);
-      convert_p<T>(s, pa);
-      int stage = 0;  // of block n - 1
-      uint32_t phase = 0;
-      for (int n = 1; n < n_blocks; ++n) {
-        const int next = stage + 1 == kStages ? 0 : stage + 1;
-        const uint32_t next_phase = next == 0 ? phase ^ 1u : phase;
-        mbar_wait(full_k + next, next_phase);
-        mbar_wait(full_v + stage, phase);
-        turn_begin();
-        issue_qk(next);
-        issue_pv(stage);
-        turn_end();
-        wgmma_wait<1>();
-        wgmma_fence_operand(s);
-        release(empty_k + next);
-        softmax(n);
-        wgmma_wait<0>();
-        wgmma_fence_operand(o);
-        release(empty_v + stage);
-        rescale_o();
-        convert_p<T>(s, pa);
-        stage = next;
-        phase = next_phase;
-      }
-      mbar_wait(full_v + stage, phase);
-      turn_begin();
-      issue_pv(stage);
-      turn_end();
-      wgmma_wait<0>();
-      wgmma_fence_operand(o);
-      release(empty_v + stage);
-    } else {
-      int stage = 0;
-      uint32_t phase = 0;
-      for (int n = 0; n < n_blocks; ++n) {
-        mbar_wait(full_k + stage, phase);
-        turn_begin();
-        issue_qk(stage);
-        turn_end();
-        wgmma_wait<0>();
-        wgmma_fence_operand(s);
-        release(empty_k + stage);
-        softmax(n);
-        rescale_o();
-        convert_p<T>(s, pa);
-        mbar_wait(full_v + stage, phase);
-        turn_begin();
-        issue_pv(stage);
-        turn_end();
-        wgmma_wait<0>();
-        wgmma_fence_operand(o);
-        release(empty_v + stage);
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1u;
-        }
-      }
-    }
-  }
-  if (kPP && cw == 0) named_bar_sync(1, 256);
-
-  // ---- epilogue: O / l, staged in shared memory (each warp its own 16 rows), 16-byte stores ----
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
-  constexpr int kPitch = L::kPitch;
-  uint8_t* so = smem + L::kO + cw * L::kOWg;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float inv_l = l[r] > 0.f ? 1.f / l[r] : 0.f;
-    uint8_t* srow = so + (warp * 16 + lane / 4 + 8 * r) * kPitch;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int d = 8 * j + 2 * quad;
-      *reinterpret_cast<uint32_t*>(srow + 2 * d) = pack2<T>(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
-    }
-  }
-  __syncwarp();
-  constexpr int kChunks = D / 8;  // 16-byte chunks a row
-  const TokenView& ov = p.o_view;
-  // Opaque copies: else the row addresses below may be computed before the main loop and spilled.
-  int hh = h, bb = b, ln = lane, wp = warp;
-  asm volatile("" : "+r"(hh), "+r"(bb), "+r"(ln), "+r"(wp));
-  T* obase = static_cast<T*>(p.o) + bb * ov.stride_b + hh * ov.stride_h;
-  const int64_t row_w = row_wg + wp * 16;
-#pragma unroll
-  for (int k = 0; k < 16 * kChunks / 32; ++k) {
-    const int i = ln + 32 * k, rr = i / kChunks, ch = i % kChunks;
-    const int64_t row = row_w + rr;
-    if (row < qv.S)
-      *reinterpret_cast<uint4*>(obase + row * ov.stride_s + 8 * ch) =
-          *reinterpret_cast<const uint4*>(so + (wp * 16 + rr) * kPitch + 16 * ch);
-  }
-  if (p.lse != nullptr && quad == 0) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row = row0 + 8 * r;
-      if (row < qv.S)
-        p.lse[(int64_t(b) * qv.H + h) * qv.S + row] = l[r] > 0.f ? (m[r] + __log2f(l[r])) / kLog2e : -INFINITY;
-    }
-  }
+  mha_16bit_body<Bf16Policy<T>, D, kSchedule>(tm_q, tm_k, tm_v, p);
 }
 
 // [B, S, H, D] of q, k or v as a 4-D tensor map with 128-row boxes of one 64-column panel. A dim

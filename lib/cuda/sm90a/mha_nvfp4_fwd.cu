@@ -7,8 +7,8 @@
 // scales stay apart) in the op's scratch, once: decoding inside the attention kernel repeated it
 // for every 128-row query block (Sq / 128 times); on the H100 at S = 32760 that version ran at 311
 // TFLOPS, this one at 466 with the pass included (docs/perf-notes.md). The
-// attention kernel is then mha_bf16_fwd's schedule on FP16 operands (TMA producer warpgroup, two
-// consumer warpgroups with overlap + ping-pong at D = 128), with
+// attention kernel is then sm90a/mha_16bit.cuh's (mha_bf16_fwd's schedule: TMA producer warpgroup,
+// two consumer warpgroups with overlap + ping-pong at D = 128) on FP16 operands, with the policy:
 //   S = Q K^T     wgmma m64n128k16 f16 from shared memory
 //   softmax       FP32 online softmax in the log2 domain (sm_scale * q_gs * k_gs folded in); the
 //                 row sums l take the unquantized p (the reference's)
@@ -34,24 +34,20 @@
 #include "ac4k_kernel/types.h"
 #include "common/math.cuh"
 #include "common/utils.cuh"
-#include "sm90a/barrier.cuh"
+#include "sm90a/mha_16bit.cuh"
 #include "sm90a/nvfp4_decode.cuh"
 #include "sm90a/tma.cuh"
-#include "sm90a/wgmma.cuh"
 
 namespace ac4k {
 namespace sm90a {
 namespace {
 
-constexpr int kBlockM = 128;  // query rows per CTA: two consumer warpgroups of 64
-constexpr int kBlockN = 128;  // keys per step
-constexpr int kThreads = 384;
-constexpr float kLog2e = 1.4426950408889634f;
+using namespace mha16;
+
 // P's quantization (reference: quantize_nvfp4(p, global_scale=1/448)).
 constexpr float kPGs = 1.f / 448.f;
 constexpr float kPInvGs = 1.f / kPGs;
 
-enum Schedule : int { kSerial = 0, kOverlap = 1, kPingPong = 2, kOverlapPingPong = 3 };
 #ifdef AC4K_NVFP4_SCHEDULE
 template <int D>
 constexpr int kDefaultSchedule = AC4K_NVFP4_SCHEDULE;
@@ -60,29 +56,6 @@ template <int D>
 constexpr int kDefaultSchedule = D == 128 ? kOverlapPingPong : kOverlap;  // mha_bf16_fwd's choice
 #endif
 
-template <int D>
-struct Layout {
-  static constexpr int kStages = D == 128 ? 2 : 4;
-  static constexpr int kPanelQK = 128 * 128;       // 128 rows (queries / keys) of 64 fp16
-  static constexpr int kPanelV = D * 128;          // D rows of 64 keys
-  static constexpr int kTile = 128 * D * 2;        // Q, K or V^T tile
-  static constexpr int kPitch = 2 * D + 16;        // O staging row, bytes (padded: no bank conflicts)
-  static constexpr int kOWg = 64 * kPitch;
-  static constexpr int kQ = 0;
-  static constexpr int kK = kQ + kTile;
-  static constexpr int kV = kK + kStages * kTile;
-  static constexpr int kO = kV + kStages * kTile;
-  static constexpr int kBar = kO + 2 * kOWg;
-  static constexpr int kBytes = kBar + 8 * (1 + 4 * kStages);
-  static_assert(kTile % 1024 == 0 && kBar % 8 == 0, "1024-byte aligned tiles");
-  static_assert(kBytes <= 227 * 1024, "shared memory");
-};
-
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 __device__ __forceinline__ float rcp_approx(float x) {
   float y;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -232,264 +205,33 @@ cudaError_t decode(const uint8_t* vals, const uint8_t* sf, const TokenView& v, c
   return last_launch_error();
 }
 
+template <typename T>
+struct Nvfp4Policy {
+  using Params = MhaNvfp4Params;
+  using In = __half;
+  using Out = T;
+  static constexpr bool kVt = true;
+  static constexpr bool kQuadInKey0 = false;
+  struct PState {
+    float amax[kBlockN / 16][2];
+  };
+  __device__ static float score_scale(const Params& p) { return p.sm_scale * kLog2e * (*p.q_gs) * (*p.k_gs); }
+  __device__ static float out_scale(const Params& p) { return (*p.v_gs) * (32.f / 448.f); }  // P's 2^-5 and 1/448
+  template <bool kMask>
+  __device__ static void softmax(float (&s)[kBlockN / 2], PState& ps, float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                 float c, int quad, int key_end, int diag) {
+    softmax_block<kMask>(s, ps.amax, m, l, alpha, c, 2 * quad, key_end, diag);
+  }
+  __device__ static void convert(const float (&s)[kBlockN / 2], const PState& ps, uint32_t (&pa)[kBlockN / 16][4]) {
+    quantize_p(s, ps.amax, pa);
+  }
+};
+
 template <typename T, int D, int kSchedule>
 __global__ void __launch_bounds__(kThreads, 1)
 mha_nvfp4_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                  const __grid_constant__ CUtensorMap tm_v, const MhaNvfp4Params p) {
-  constexpr bool kOv = (kSchedule & kOverlap) != 0;
-  constexpr bool kPP = (kSchedule & kPingPong) != 0;
-  using L = Layout<D>;
-  constexpr int kStages = L::kStages;
-  extern __shared__ __align__(1024) uint8_t smem[];
-  if ((static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023u) != 0) __trap();
-  uint8_t* sq = smem + L::kQ;
-  uint8_t* sk = smem + L::kK;
-  uint8_t* sv = smem + L::kV;
-  uint64_t* bar_q = reinterpret_cast<uint64_t*>(smem + L::kBar);
-  uint64_t* full_k = bar_q + 1;
-  uint64_t* full_v = full_k + kStages;
-  uint64_t* empty_k = full_v + kStages;
-  uint64_t* empty_v = empty_k + kStages;
-
-  const TokenView& qv = p.q_view;
-  const TokenView& kv = p.k_view;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const int hkv = int(h / (qv.H / kv.H));
-  const int m_blk = p.causal ? int(gridDim.x - 1 - blockIdx.x) : int(blockIdx.x);
-  const int64_t row_first = int64_t(m_blk) * kBlockM;
-  const int64_t causal_shift = kv.S - qv.S;
-  const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
-  int n_blocks = n_blocks_all;
-  if (p.causal) {
-    const int64_t last_key = min(row_first + kBlockM, qv.S) - 1 + causal_shift;
-    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
-  }
-
-  if (threadIdx.x == 0) {
-    mbar_init(bar_q, 1);
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(full_k + s, 1);
-      mbar_init(full_v + s, 1);
-      mbar_init(empty_k + s, 2);
-      mbar_init(empty_v + s, 2);
-    }
-    fence_barrier_init();
-  }
-  __syncthreads();
-
-  if (threadIdx.x < 128) {  // producer: Q [B, Hq, Sq, D], K [B, Hkv, Sk, D], V^T [B, Hkv, D, s_pad] (FP16)
-    setmaxnreg_dec<24>();
-    if (threadIdx.x == 0 && n_blocks > 0) {
-      mbar_arrive_expect_tx(bar_q, L::kTile);
-#pragma unroll
-      for (int pn = 0; pn < D / 64; ++pn) tma_load_4d(sq + pn * L::kPanelQK, &tm_q, bar_q, 64 * pn, int(row_first), h, b);
-      int stage = 0;
-      uint32_t phase = 0;
-      for (int n = 0; n < n_blocks; ++n) {
-        if (n >= kStages) mbar_wait(empty_k + stage, phase ^ 1u);
-        mbar_arrive_expect_tx(full_k + stage, L::kTile);
-#pragma unroll
-        for (int pn = 0; pn < D / 64; ++pn)
-          tma_load_4d(sk + stage * L::kTile + pn * L::kPanelQK, &tm_k, full_k + stage, 64 * pn, n * kBlockN, hkv, b);
-        if (n >= kStages) mbar_wait(empty_v + stage, phase ^ 1u);
-        mbar_arrive_expect_tx(full_v + stage, L::kTile);
-#pragma unroll
-        for (int pv = 0; pv < 2; ++pv)
-          tma_load_4d(sv + stage * L::kTile + pv * L::kPanelV, &tm_v, full_v + stage, n * kBlockN + 64 * pv, 0, hkv, b);
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1u;
-        }
-      }
-    }
-    return;
-  }
-
-  // ---- consumers ----
-  setmaxnreg_inc<240>();
-  const int cw = int(threadIdx.x / 128) - 1;
-  const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32, quad = lane % 4;
-  const int kq = 2 * quad;  // key_of's per-thread offset
-  const int64_t row_wg = row_first + 64 * cw;
-  const int64_t row0 = row_wg + warp * 16 + lane / 4;
-  const float c = p.sm_scale * kLog2e * (*p.q_gs) * (*p.k_gs);
-
-  if (kPP && cw == 1) named_bar_arrive(1, 256);
-  auto turn_begin = [&] {
-    if (kPP) named_bar_sync(1 + cw, 256);
-  };
-  auto turn_end = [&] {
-    if (kPP) named_bar_arrive(2 - cw, 256);
-  };
-  auto release = [&](uint64_t* bar) {
-    if (tid == 0) (void)cuda::ptx::mbarrier_arrive(bar);
-  };
-
-  float o[D / 2];
-#pragma unroll
-  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-
-  if (n_blocks > 0) {
-    const uint64_t dq = make_smem_desc(sq + cw * 64 * 128, 16, 1024, 1);
-    const uint64_t dk0 = make_smem_desc(sk, 16, 1024, 1);
-    const uint64_t dv0 = make_smem_desc(sv, 16, 1024, 1);
-    float s[kBlockN / 2];
-    float amax[kBlockN / 16][2];
-    uint32_t pa[kBlockN / 16][4];
-    auto issue_qk = [&](int stage) {
-      wgmma_fence_operand(s);
-      wgmma_fence();
-      const uint64_t dk = smem_desc_advance(dk0, stage * L::kTile);
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t off = (kk / 4) * L::kPanelQK + (kk % 4) * 32;
-        wgmma_f16_ss(s, smem_desc_advance(dq, off), smem_desc_advance(dk, off), kk > 0);
-      }
-      wgmma_commit();
-    };
-    auto issue_pv = [&](int stage) {
-      wgmma_fence_operand(o);
-      wgmma_fence();
-      const uint64_t dv = smem_desc_advance(dv0, stage * L::kTile);
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk)
-        wgmma_f16_rs(o, pa[kk], smem_desc_advance(dv, (kk / 4) * L::kPanelV + (kk % 4) * 32), true);
-      wgmma_commit();
-    };
-    float alpha[2];
-    mbar_wait(bar_q, 0);
-    auto softmax = [&](int n) {
-      const bool need_mask = int64_t(n + 1) * kBlockN > kv.S ||
-                             (p.causal && int64_t(n + 1) * kBlockN - 1 > row_wg + causal_shift);
-      if (need_mask) {
-        const int64_t key0 = int64_t(n) * kBlockN;
-        const int key_end = int(min(kv.S - key0, int64_t(kBlockN)));
-        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(kBlockN)), int64_t(-kBlockN)))
-                                  : kBlockN;
-        softmax_block<true>(s, amax, m, l, alpha, c, kq, key_end, diag);
-      } else {
-        softmax_block<false>(s, amax, m, l, alpha, c, kq, 0, 0);
-      }
-    };
-    auto rescale_o = [&] {
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i / 2) % 2];
-    };
-
-    if constexpr (kOv) {
-      // As mha_bf16_fwd: S_{n} and P_{n-1} V_{n-1} issued together, softmax(S_n) while PV runs.
-      mbar_wait(full_k, 0);
-      turn_begin();
-      issue_qk(0);
-      turn_end();
-      wgmma_wait<0>();
-      wgmma_fence_operand(s);
-      release(empty_k);
-      softmax(0);
-      quantize_p(s, amax, pa);
-      int stage = 0;
-      uint32_t phase = 0;
-      for (int n = 1; n < n_blocks; ++n) {
-        const int next = stage + 1 == kStages ? 0 : stage + 1;
-        const uint32_t next_phase = next == 0 ? phase ^ 1u : phase;
-        mbar_wait(full_k + next, next_phase);
-        mbar_wait(full_v + stage, phase);
-        turn_begin();
-        issue_qk(next);
-        issue_pv(stage);
-        turn_end();
-        wgmma_wait<1>();
-        wgmma_fence_operand(s);
-        release(empty_k + next);
-        softmax(n);
-        wgmma_wait<0>();  // P_{n-1} V_{n-1} has read pa
-        wgmma_fence_operand(o);
-        release(empty_v + stage);
-        rescale_o();
-        quantize_p(s, amax, pa);
-        stage = next;
-        phase = next_phase;
-      }
-      mbar_wait(full_v + stage, phase);
-      turn_begin();
-      issue_pv(stage);
-      turn_end();
-      wgmma_wait<0>();
-      wgmma_fence_operand(o);
-      release(empty_v + stage);
-    } else {
-      int stage = 0;
-      uint32_t phase = 0;
-      for (int n = 0; n < n_blocks; ++n) {
-        mbar_wait(full_k + stage, phase);
-        turn_begin();
-        issue_qk(stage);
-        turn_end();
-        wgmma_wait<0>();
-        wgmma_fence_operand(s);
-        release(empty_k + stage);
-        softmax(n);
-        rescale_o();
-        quantize_p(s, amax, pa);
-        mbar_wait(full_v + stage, phase);
-        turn_begin();
-        issue_pv(stage);
-        turn_end();
-        wgmma_wait<0>();
-        wgmma_fence_operand(o);
-        release(empty_v + stage);
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1u;
-        }
-      }
-    }
-  }
-  if (kPP && cw == 0) named_bar_sync(1, 256);
-
-  // ---- epilogue: O * v_gs * 2^5 / 448 / l, staged in shared memory ----
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
-  const float o_scale = (*p.v_gs) * (32.f / 448.f);
-  constexpr int kPitch = L::kPitch;
-  uint8_t* so = smem + L::kO + cw * L::kOWg;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float f = l[r] > 0.f ? o_scale / l[r] : 0.f;
-    uint8_t* srow = so + (warp * 16 + lane / 4 + 8 * r) * kPitch;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int d = 8 * j + 2 * quad;
-      *reinterpret_cast<uint32_t*>(srow + 2 * d) = pack2<T>(o[4 * j + 2 * r] * f, o[4 * j + 2 * r + 1] * f);
-    }
-  }
-  __syncwarp();
-  constexpr int kChunks = D / 8;
-  const TokenView& ov = p.o_view;
-  int hh = h, bb = b, ln = lane, wp = warp;
-  asm volatile("" : "+r"(hh), "+r"(bb), "+r"(ln), "+r"(wp));
-  T* obase = static_cast<T*>(p.o) + bb * ov.stride_b + hh * ov.stride_h;
-  const int64_t row_w = row_wg + wp * 16;
-#pragma unroll
-  for (int k = 0; k < 16 * kChunks / 32; ++k) {
-    const int i = ln + 32 * k, rr = i / kChunks, ch = i % kChunks;
-    const int64_t row = row_w + rr;
-    if (row < qv.S)
-      *reinterpret_cast<uint4*>(obase + row * ov.stride_s + 8 * ch) =
-          *reinterpret_cast<const uint4*>(so + (wp * 16 + rr) * kPitch + 16 * ch);
-  }
-  if (p.lse != nullptr && quad == 0) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row = row0 + 8 * r;
-      if (row < qv.S)
-        p.lse[(int64_t(b) * qv.H + h) * qv.S + row] = l[r] > 0.f ? (m[r] + __log2f(l[r])) / kLog2e : -INFINITY;
-    }
-  }
+  mha_16bit_body<Nvfp4Policy<T>, D, kSchedule>(tm_q, tm_k, tm_v, p);
 }
 
 // [B, H, S, D] FP16 (contiguous) as a 4-D tensor map with `rows`-row boxes of one 64-column panel.
