@@ -25,17 +25,21 @@ def _check_exact(o, q, k, v, layout, causal, sm_scale=None, lse=None):
     cos, rel = _cos(o, want), _rel_l1(o, want)
     assert cos >= MIN_COS and rel <= MAX_REL, (cos, rel)
     if lse is not None:
-        assert lse.dtype == torch.float32 and lse.shape == want_lse.shape
-        finite = torch.isfinite(want_lse)
-        assert torch.equal(finite, torch.isfinite(lse))
-        assert (lse[~finite] == float("-inf")).all()
-        torch.testing.assert_close(lse[finite], want_lse[finite].float(), rtol=0, atol=LSE_ATOL)
-        # Rows that see no key (causal with Sq > Sk): exactly 0.
-        blind = ~finite  # [B, H, Sq]
-        if blind.any():
-            oh = o if layout == "BHND" else o.transpose(1, 2)
-            assert (oh[blind] == 0).all()
+        _check_lse(o, lse, want_lse, layout, LSE_ATOL)
     return cos, rel
+
+
+def _check_lse(o, lse, want_lse, layout, atol):
+    """lse against the reference's (-inf exactly where a row sees no key), and those rows of o exactly 0."""
+    assert lse.dtype == torch.float32 and lse.shape == want_lse.shape
+    finite = torch.isfinite(want_lse)
+    assert torch.equal(finite, torch.isfinite(lse))
+    assert (lse[~finite] == float("-inf")).all()
+    torch.testing.assert_close(lse[finite], want_lse[finite].float(), rtol=0, atol=atol)
+    blind = ~finite  # [B, H, Sq]: causal with Sq > Sk
+    if blind.any():
+        oh = o if layout == "BHND" else o.transpose(1, 2)
+        assert (oh[blind] == 0).all()
 
 
 CASES = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal
