@@ -81,6 +81,37 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
+// The online softmax's step for one row r after its block maximum x (the raw scores' max over the
+// quad; -inf when nothing is visible in this block): the running max m (log2 domain, times c >= 0),
+// alpha (the factor for the previous O and l) and -m for the exponent (0 while nothing is visible
+// so far, so that p = 0).
+__device__ __forceinline__ void update_row_max(float x, float c, float& m, float& alpha, float& neg_m) {
+  // x = -inf: nothing visible in this block (the product with c = 0 would be NaN).
+  const float m_new = x == -INFINITY ? m : fmaxf(m, x * c);
+  const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible so far: p = 0
+  alpha = ex2(m - m_use);
+  m = m_new;
+  neg_m = -m_use;
+}
+
+// s[i] (row r = (i/2)%2) -> p = 2^(s c - m) in place, l = l alpha + this thread's row sums (in four
+// independent chains a row; reduced over the quad at the end).
+template <bool kMask>
+__device__ __forceinline__ void exp_and_sum(float (&s)[kBlockN / 2], float c, const float (&neg_m)[2],
+                                            const float (&alpha)[2], float (&l)[2]) {
+  float sum[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+  for (int i = 0; i < kBlockN / 2; ++i) {
+    const int r = (i / 2) % 2;
+    float e = ex2(fmaf(s[i], c, neg_m[r]));
+    if (kMask && s[i] == -INFINITY) e = 0.f;  // -inf * 0 (sm_scale = 0) is NaN
+    s[i] = e;
+    sum[r][(i / 4) % 4] += e;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l[r] = fmaf(l[r], alpha[r], (sum[r][0] + sum[r][1]) + (sum[r][2] + sum[r][3]));
+}
+
 // S (+)= Q K^T and O (+)= P V for bf16 or fp16 operands.
 template <typename T>
 __device__ __forceinline__ void mma_qk(float (&d)[kBlockN / 2], uint64_t a, uint64_t b, bool acc) {

@@ -71,24 +71,9 @@ __device__ __forceinline__ void softmax_block(float (&s)[kBlockN / 2], float (&m
     float x = fmaxf(fmaxf(mx[r][0], mx[r][1]), fmaxf(mx[r][2], mx[r][3]));
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-    // x = -inf: nothing visible in this block (the product with c = 0 would be NaN).
-    const float m_new = x == -INFINITY ? m[r] : fmaxf(m[r], x * c);
-    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible so far: p = 0
-    alpha[r] = ex2(m[r] - m_use);
-    m[r] = m_new;
-    neg_m[r] = -m_use;
+    update_row_max(x, c, m[r], alpha[r], neg_m[r]);
   }
-  float sum[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-  for (int i = 0; i < kBlockN / 2; ++i) {
-    const int r = (i / 2) % 2;
-    float e = ex2(fmaf(s[i], c, neg_m[r]));
-    if (kMask && s[i] == -INFINITY) e = 0.f;  // -inf * 0 (sm_scale = 0) is NaN
-    s[i] = e;
-    sum[r][(i / 4) % 4] += e;
-  }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) l[r] = fmaf(l[r], alpha[r], (sum[r][0] + sum[r][1]) + (sum[r][2] + sum[r][3]));
+  exp_and_sum<kMask>(s, c, neg_m, alpha, l);
 }
 
 // P (f32 in s) -> the k16 A fragments of P V: fragment kk holds columns 16kk..16kk+15, i.e. the

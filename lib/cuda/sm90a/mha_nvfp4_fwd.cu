@@ -113,23 +113,9 @@ __device__ __forceinline__ void softmax_block(float (&s)[kBlockN / 2], float (&a
   for (int r = 0; r < 2; ++r) {
     const float x = fmaxf(fmaxf(fmaxf(bm[0][r], bm[1][r]), fmaxf(bm[2][r], bm[3][r])),
                           fmaxf(fmaxf(bm[4][r], bm[5][r]), fmaxf(bm[6][r], bm[7][r])));
-    const float m_new = x == -INFINITY ? m[r] : fmaxf(m[r], x * c);
-    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible so far: p = 0
-    alpha[r] = ex2(m[r] - m_use);
-    m[r] = m_new;
-    neg_m[r] = -m_use;
+    update_row_max(x, c, m[r], alpha[r], neg_m[r]);
   }
-  float sum[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-  for (int i = 0; i < kBlockN / 2; ++i) {
-    const int r = (i / 2) % 2;
-    float e = ex2(fmaf(s[i], c, neg_m[r]));
-    if (kMask && s[i] == -INFINITY) e = 0.f;  // -inf * 0 (sm_scale = 0) is NaN
-    s[i] = e;
-    sum[r][(i / 4) % 4] += e;
-  }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) l[r] = fmaf(l[r], alpha[r], (sum[r][0] + sum[r][1]) + (sum[r][2] + sum[r][3]));
+  exp_and_sum<kMask>(s, c, neg_m, alpha, l);
 #pragma unroll
   for (int j = 0; j < kBlockN / 16; ++j) {
 #pragma unroll
