@@ -9,15 +9,12 @@
 namespace ac4k {
 namespace sm90a {
 
-// Copies N = 4, 8 or 16 bytes global -> shared (both N-byte aligned); with valid == false nothing is
-// read and the N bytes are zero-filled (src-size 0), so tails need no masking downstream. `src` must
-// still be a valid-looking global address (pass the tensor's base).
-template <int N>
-__device__ __forceinline__ void cp_async_zfill(void* dst, const void* src, bool valid) {
-  static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
+// Copies 8 bytes global -> shared (both 8-byte aligned); with valid == false nothing is read and the
+// 8 bytes are zero-filled (src-size 0), so tails need no masking downstream. `src` must still be
+// a valid-looking global address (pass the tensor's base).
+__device__ __forceinline__ void cp_async_8_zfill(void* dst, const void* src, bool valid) {
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" : : "r"(d), "l"(src), "n"(N), "r"(valid ? uint32_t(N) : 0u)
-               : "memory");
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" : : "r"(d), "l"(src), "r"(valid ? 8u : 0u) : "memory");
 }
 
 // Makes `bar` receive one arrival once all of this thread's earlier cp.async copies have landed.

@@ -134,7 +134,7 @@ gemm_nvfp4_kernel(const GemmNvfp4Params p, const TileOrder order, const int num_
           const bool valid = grow < (is_b ? p.N : p.M) && kbyte < kbytes;
           const uint8_t* base = is_b ? op.b : op.a;
           const uint8_t* src = valid ? base + grow * (is_b ? p.ldb : p.lda) + kbyte : base;
-          cp_async_zfill<8>(dst + (is_b ? Smem::kTileA : 0) + row * kPackedRow + ch * 8, src, valid);
+          cp_async_8_zfill(dst + (is_b ? Smem::kTileA : 0) + row * kPackedRow + ch * 8, src, valid);
         }
         cp_async_mbar_arrive_noinc(full + stage);
         if (++stage == kStages) {
