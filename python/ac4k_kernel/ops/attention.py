@@ -84,25 +84,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
             raise ValueError("attention: rope must be a pair (grid_sizes, freqs)")
         q, k = _rope(q, *rope, layout), _rope(k, *rope, layout)
     if precision == "bf16":  # no quantization: q, k, v go to the kernel as they are (TMA loads)
-        if out is not None:
-            lse = torch.ops.ac4k.mha_bf16_fwd_out(q, k, v, layout, causal, scale, return_lse, out)
-            o = out
-        else:
-            o, lse = torch.ops.ac4k.mha_bf16_fwd(q, k, v, layout, causal, scale, return_lse)
+        o, lse = _run("mha_bf16_fwd", (q, k, v, layout, causal, scale, return_lse), out)
         return (o, lse) if return_lse else o
     if precision == "nvfp4":
-        return _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out, Hq // Hkv)
-    # Both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel.
-    k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
-    k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,
-                                                                            k_precision)
-    name = _OP[precision]
-    if out is not None:
-        lse = getattr(torch.ops.ac4k, name + "_out")(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse,
-                                                     out)
-        o = out
-    else:
-        o, lse = getattr(torch.ops.ac4k, name)(q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse)
+        o, lse, k_mean = _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out)
+    else:  # both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel
+        k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
+        k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,
+                                                                                k_precision)
+        o, lse = _run(_OP[precision], (q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse), out)
     if not return_lse:
         return o
     # Smoothing moved every score of row i by sm_scale * q_i . k_mean (q as rotated); add it back.
@@ -111,10 +101,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     return o, lse + scale * torch.einsum("bhsd,bhd->bhs", qh, km)
 
 
-def _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out, group):
+def _run(name: str, args: tuple, out: Optional[torch.Tensor], *new_args):
+    """(o, lse) from torch.ops.ac4k.<name>_out(*args, out) into out, or <name>(*args, *new_args)."""
+    if out is not None:
+        return out, getattr(torch.ops.ac4k, name + "_out")(*args, out)
+    return getattr(torch.ops.ac4k, name)(*args, *new_args)
+
+
+def _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out):
     """reference.attention_nvfp4's quantization in torch + quantize_nvfp4, then mha_nvfp4_fwd: Q along
     D; K smoothed by its token mean (fp32, rounded to the inputs' dtype) along D; V transposed to
-    [B, Hkv, D, s_pad] (zeros past Sk, s_pad a multiple of 128) along the tokens."""
+    [B, Hkv, D, s_pad] (zeros past Sk, s_pad a multiple of 128) along the tokens. Returns o, lse
+    (of the smoothed scores) and k_mean [B, Hkv, D]."""
     s_ax = 1 if layout == "BNHD" else 2
     nv = torch.ops.ac4k.quantize_nvfp4
     k_mean = k.float().mean(dim=s_ax, keepdim=True)
@@ -125,16 +123,8 @@ def _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out, group):
     vt = v.new_zeros(B, Hkv, D, -(-Sk // 128) * 128)
     vt[..., :Sk] = vh.transpose(-1, -2)
     vq = nv(vt, "plain", None)
-    if out is not None:
-        lse = torch.ops.ac4k.mha_nvfp4_fwd_out(*qq, *kq, *vq, layout, causal, scale, return_lse, out)
-        o = out
-    else:
-        o, lse = torch.ops.ac4k.mha_nvfp4_fwd(*qq, *kq, *vq, layout, causal, scale, return_lse, q.dtype)
-    if not return_lse:
-        return o
-    qh = (q if layout == "BHND" else q.transpose(1, 2)).float()
-    km = k_mean.squeeze(s_ax)  # [B, Hkv, D]
-    return o, lse + scale * torch.einsum("bhsd,bhd->bhs", qh, km.repeat_interleave(group, dim=1))
+    o, lse = _run("mha_nvfp4_fwd", (*qq, *kq, *vq, layout, causal, scale, return_lse), out, q.dtype)
+    return o, lse, k_mean.squeeze(s_ax)
 
 
 def _rope(x: torch.Tensor, grid_sizes, freqs, layout: str) -> torch.Tensor:
