@@ -196,43 +196,34 @@ def _manual_quantized(q, k, v, kind, causal=False):
                 keep = torch.ones(Sq, Sk, dtype=torch.bool).tril(diagonal=Sk - Sq)
                 s = s.masked_fill(~keep, float("-inf"))
             m = s.max(dim=1, keepdim=True).values
-            if kind in ("int8", "fp8"):
-                # Flash-attention loop over 128-key blocks: P against the running max, rescaled.
-                run = torch.full((Sq, 1), float("-inf"), dtype=torch.float64)
-                l = torch.zeros(Sq, dtype=torch.float64)
-                acc = torch.zeros(Sq, D, dtype=torch.float64)
-                for j0 in range(0, Sk, 128):
-                    sb = s[:, j0:j0 + 128].double()
-                    new = torch.maximum(run, sb.max(dim=1, keepdim=True).values)
-                    mu = torch.where(torch.isneginf(new), torch.zeros_like(new), new)
-                    alpha = torch.exp2((run - mu) * 1.4426950408889634)
-                    p = (torch.exp2((sb - mu) * 1.4426950408889634) * 448.0).float()
-                    p8 = p.to(torch.float8_e4m3fn).double()
-                    l = l * alpha[:, 0] + p8.sum(dim=1)  # the quantized P: the kernel sums it on the tensor cores
-                    acc = acc * alpha + p8 @ vq.values[b, j0:j0 + 128, hk].double()
-                    run = new
-                l = l.float()
-                acc = acc.float() * vq.scales[b, hk]
-                lse[b, h] = m[:, 0] + torch.log(l / 448.0)
-            else:
-                # The same loop; P quantized per 16 keys (global scale 1/448), l from the unquantized p.
-                run = torch.full((Sq, 1), float("-inf"), dtype=torch.float64)
-                l = torch.zeros(Sq, dtype=torch.float64)
-                acc = torch.zeros(Sq, D, dtype=torch.float64)
-                for j0 in range(0, Sk, 128):
-                    sb = s[:, j0:j0 + 128].double()
-                    new = torch.maximum(run, sb.max(dim=1, keepdim=True).values)
-                    mu = torch.where(torch.isneginf(new), torch.zeros_like(new), new)
-                    alpha = torch.exp2((run - mu) * 1.4426950408889634)
-                    pb = torch.exp2((sb - mu) * 1.4426950408889634)
+            # Flash-attention loop over 128-key blocks: P against the running max, rescaled.
+            run = torch.full((Sq, 1), float("-inf"), dtype=torch.float64)
+            l = torch.zeros(Sq, dtype=torch.float64)
+            acc = torch.zeros(Sq, D, dtype=torch.float64)
+            for j0 in range(0, Sk, 128):
+                sb = s[:, j0:j0 + 128].double()
+                new = torch.maximum(run, sb.max(dim=1, keepdim=True).values)
+                mu = torch.where(torch.isneginf(new), torch.zeros_like(new), new)
+                alpha = torch.exp2((run - mu) * 1.4426950408889634)
+                pb = torch.exp2((sb - mu) * 1.4426950408889634)
+                if kind in ("int8", "fp8"):
+                    pq = (pb * 448.0).float().to(torch.float8_e4m3fn).double()
+                    l = l * alpha[:, 0] + pq.sum(dim=1)  # the quantized P: the kernel sums it on the tensor cores
+                    vb = vq.values[b, j0:j0 + 128, hk].double()
+                else:  # P per 16 keys (global scale 1/448); l from the unquantized p
                     l = l * alpha[:, 0] + pb.sum(dim=1)
                     w16 = -(-pb.shape[1] // 16) * 16
                     pp = torch.zeros(Sq, w16)
                     pp[:, :pb.shape[1]] = pb.float()
-                    pd = dequantize(quantize_nvfp4(pp, global_scale=torch.tensor(1 / 448.0)))
-                    acc = acc * alpha + pd.double() @ vd[b, hk][:, j0:j0 + w16].double().T
-                    run = new
-                l = l.float()
+                    pq = dequantize(quantize_nvfp4(pp, global_scale=torch.tensor(1 / 448.0))).double()
+                    vb = vd[b, hk][:, j0:j0 + w16].double().T
+                acc = acc * alpha + pq @ vb
+                run = new
+            l = l.float()
+            if kind in ("int8", "fp8"):
+                acc = acc.float() * vq.scales[b, hk]
+                lse[b, h] = m[:, 0] + torch.log(l / 448.0)
+            else:
                 acc = acc.float()
                 lse[b, h] = m[:, 0] + torch.log(l)
             o[b, :, h] = acc / l[:, None]
