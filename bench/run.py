@@ -174,7 +174,7 @@ def bench_attention(iters: int):
                 impls["Sage2 sm90 kernel only"] = sage[1](q, k, v)
             except Exception as e:
                 print(f"Sage2 kernel-only setup at Sq={Sq} Sk={Sk} D={D}: {type(e).__name__}: {str(e)[:150]}")
-        impls = {k: f for k, f in impls.items() if IMPL_FILTER in k}
+        impls = {k: f for k, f in impls.items() if impl_selected(k)}
         if "ac4k attention() whole call" in impls:
             # The same call replayed from a CUDA graph: no host work between the kernels, so a gap
             # between this row and the eager one is the host's (Python, dispatch, launches).
@@ -240,10 +240,10 @@ def bench_accuracy(iters: int):
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
             outs["SDPA cuDNN (bf16)"] = torch.nn.functional.scaled_dot_product_attention(
                 *(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
-        if sage is not None and IMPL_FILTER in "Sage2":
+        if sage is not None and impl_selected("Sage2 sm90"):
             outs["Sage2 sm90"] = sage[0](q, k, v, tensor_layout="NHD", is_causal=False, pv_accum_dtype="fp32+fp32")
         for name, o in outs.items():
-            if IMPL_FILTER not in name:
+            if not impl_selected(name):
                 continue
             o = o.double()
             rows.append({"op": "accuracy vs fp64", "shape": f"S8192 H4 D128 k_bias={k_bias:g}", "impl": name,
@@ -469,7 +469,11 @@ BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy":
            "rope": bench_rope, "linear": bench_linear,
            "linear_nvfp4": bench_linear_nvfp4}
 OURS_ONLY = False  # --ours-only: attention / linear rows of ac4k alone (comparing builds of ac4k)
-IMPL_FILTER = ""  # --impl: attention / accuracy rows whose impl name contains this
+IMPL_FILTER = ""  # --impl: attention / accuracy rows whose impl name contains this (or one of "a|b")
+
+
+def impl_selected(name: str) -> bool:
+    return any(f in name for f in IMPL_FILTER.split("|"))
 HAS_BF16 = "mha_bf16_fwd" in ac4k_kernel.get_info()["ops"]
 HAS_NVFP4 = "mha_nvfp4_fwd" in ac4k_kernel.get_info()["ops"]
 
@@ -480,7 +484,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="", help="write the figures here as JSON")
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--ours-only", action="store_true", help="attention, linear, quantize: time ac4k alone, no anchors")
-    ap.add_argument("--impl", default="", help="attention / accuracy: only the rows whose impl name contains this "
+    ap.add_argument("--impl", default="", help="attention / accuracy: only the rows whose impl name contains this (or one of 'a|b') "
                     "(e.g. 'bf16': ac4k bf16 and the SDPA bf16 anchors)")
     args = ap.parse_args(argv)
     global OURS_ONLY, IMPL_FILTER

@@ -998,6 +998,11 @@ void gemm_nvfp4_out(const at::Tensor& a, const at::Tensor& a_scales, const at::T
   p.lda_sf = M <= 1 ? K / 16 : a_scales.stride(0);
   p.ldb_sf = N <= 1 ? K / 16 : b_scales.stride(0);
   p.ldo = M <= 1 ? N : out.stride(0);
+  at::Tensor scratch;
+  if (const int64_t n = ac4k::gemm_nvfp4_scratch(p); n > 0) {
+    scratch = at::empty({n}, a.options().dtype(at::kByte));
+    p.scratch = scratch.data_ptr();
+  }
   const cudaError_t err = ac4k::gemm_nvfp4(p, c10::cuda::getCurrentCUDAStream(a.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these shapes (K a multiple of 16, 8-byte aligned packed rows, M and N below 2^31)");

@@ -103,9 +103,10 @@ if has variants; then
     # build's same rows right after it.
     PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_${name}_test" \
       timeout ${VARIANT_TEST_TIMEOUT:-240} bash -c "python3 -m pytest -q -x -p no:cacheprovider $tests" || continue
+    # bash -c: the bench arguments may quote (an --impl filter with spaces).
     PYTHONPATH=/tmp/ac4k_var_$name/python${PYTHONPATH:+:$PYTHONPATH} stage "var_$name" \
-      python3 bench/run.py $bench --json "$OUT/var_$name.json"
-    stage "var_main_for_$name" python3 bench/run.py $bench --json "$OUT/var_main_for_$name.json"
+      bash -c "python3 bench/run.py $bench --json '$OUT/var_$name.json'"
+    stage "var_main_for_$name" bash -c "python3 bench/run.py $bench --json '$OUT/var_main_for_$name.json'"
   done
 fi
 if has sm89; then

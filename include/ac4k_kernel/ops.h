@@ -59,5 +59,7 @@ cudaError_t gemm_fp8(const GemmFp8Params& params, cudaStream_t stream);
 // NVFP4 x NVFP4 GEMM (E2M1 values, E4M3 block scales of 16 along K, FP32 global scales) with an
 // optional bias; out = (dec(A) dec(B)^T) * a_gs * b_gs + bias (types.h GemmNvfp4Params).
 cudaError_t gemm_nvfp4(const GemmNvfp4Params& params, cudaStream_t stream);
+// Bytes of params.scratch that gemm_nvfp4 needs for these sizes (0: none; the caller allocates).
+int64_t gemm_nvfp4_scratch(const GemmNvfp4Params& params);
 
 }  // namespace ac4k

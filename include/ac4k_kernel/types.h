@@ -227,6 +227,7 @@ struct GemmNvfp4Params {
   ScalarType out_dtype = ScalarType::BFloat16;   // bf16 or fp16
   int64_t M = 0, N = 0, K = 0;
   int64_t lda = 0, ldb = 0, lda_sf = 0, ldb_sf = 0, ldo = 0;
+  void* scratch = nullptr;  // gemm_nvfp4_scratch(params) bytes, 16-byte aligned
 };
 
 }  // namespace ac4k

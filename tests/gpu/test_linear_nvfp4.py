@@ -57,6 +57,7 @@ GEMM_CASES = [  # M, N, K
     (4096, 5120, 5120),  # ~10 tiles a CTA: the persistent loop's stage / buffer bookkeeping
     # M <= 64: the small-M kernel (1..4 m16 tiles, K split over 4 warps x a cluster of 1..8 CTAs)
     (16, 5120, 5120),   # one m16 tile, clusters of 2
+    (24, 520, 1040),    # two tiles (A decoded by its own kernel from 17 rows on), a partial last chunk
     (33, 1000, 13824),  # three tiles, 32 column CTAs: clusters of 8
     (50, 33, 2064),     # four tiles, a 1-column CTA, 129 blocks: a partial last 128-wide chunk
 ]

@@ -38,6 +38,8 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include <cuda/ptx>
 
 #include "ac4k_kernel/ops.h"
@@ -317,9 +319,39 @@ __device__ __forceinline__ Packed16 load_packed(const uint8_t* base, const uint8
   return r;
 }
 
+// For M > 16, A is decoded once into the fragments the small-M warps read, instead of by every CTA
+// (ceil(N / 32) of them) and for each of its MT m16 tiles: uint4 f = (((chunk * 4 + word) * MT + m16
+// tile) * 2 + step) * 32 + lane holds the m16n8k16 A fragment {a0, a1, a2, a3} of k16 step
+// 2 word + step for lane (g, q), from decode8 of word `word` of rows 16 tile + g and + 8 (blocks 2q,
+// 2q + 1 of the chunk): one 16-byte load lands in the four registers the mma reads, and a warp's
+// loads are 512 contiguous bytes. At M <= 16 the extra launch costs more than the decode it saves
+// (session 12: M = 64, 5120 x 13824: 79.4 -> 58.1 us; M = 1, 5120^2: 24.2 -> 28.4).
+template <int MT>
+__global__ void __launch_bounds__(128) nvfp4_decode_a_kernel(const GemmNvfp4Params p) {
+  const int64_t nblk = p.K / 16, n_frag = ceil_div(p.K, int64_t(128)) * 4 * MT;
+  const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  uint4* out = static_cast<uint4*>(p.scratch);
+  for (int64_t f = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; f < n_frag;
+       f += int64_t(gridDim.x) * blockDim.x / 32) {
+    const int i = int(f % MT), t = int((f / MT) % 4);
+    const int64_t c = f / (4 * MT);
+    uint32_t o[2][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const Packed16 pa = load_packed<false>(static_cast<const uint8_t*>(p.a), p.a_sf, p.lda, p.lda_sf,
+                                             16 * i + 8 * h + g, p.M, c * 8 + 2 * q, nblk);
+      const uint2 w = t < 2 ? pa.w[0] : pa.w[1];  // selects: t is not a compile-time index here
+      decode8(t % 2 ? w.y : w.x, scale_f16x2(t < 2 ? pa.sf[0] : pa.sf[1]), o[h]);
+    }
+    out[(f * 2) * 32 + lane] = make_uint4(o[0][0], o[1][0], o[0][1], o[1][1]);
+    out[(f * 2 + 1) * 32 + lane] = make_uint4(o[0][2], o[1][2], o[0][3], o[1][3]);
+  }
+}
+
 template <typename T, int MT>
 __global__ void __launch_bounds__(kSmallWarps * 32, 3)
 gemm_nvfp4_small_m_kernel(const GemmNvfp4Params p) {
+  constexpr bool kPre = MT > 1;  // A's fragments from nvfp4_decode_a_kernel
   __shared__ float red[kSmallWarps][MT * 16][kSmallN + 1];  // +1: the fragment stores hit distinct banks
   cg::cluster_group cluster = cg::this_cluster();
   const int G = int(cluster.num_blocks()), rank = int(cluster.block_rank());
@@ -328,17 +360,47 @@ gemm_nvfp4_small_m_kernel(const GemmNvfp4Params p) {
   const int64_t nblk = p.K / 16, n_chunks = ceil_div(p.K, int64_t(128));
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   const uint8_t* b = static_cast<const uint8_t*>(p.b);
+  const uint4* adec = static_cast<const uint4*>(p.scratch) + lane;
+  // kPre: this lane's four B rows (columns n0 + 8j + g) as pointers at their blocks 2q of chunk 0;
+  // rows past N read row 0 and are zeroed (no branches in the loop).
+  const uint8_t* brow[4];
+  const uint8_t* bsf[4];
+  bool bvalid[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int64_t n = n0 + 8 * j + g;
+    bvalid[j] = n < p.N;
+    brow[j] = b + (bvalid[j] ? n : 0) * p.ldb + 16 * q;
+    bsf[j] = p.b_sf + (bvalid[j] ? n : 0) * p.ldb_sf + 2 * q;
+  }
   float acc[MT][4][4] = {};
   const int kw = rank * kSmallWarps + warp, nkw = G * kSmallWarps;
   for (int64_t c = kw; c < n_chunks; c += nkw) {
-    const int64_t blk = c * 8 + 2 * q;
-    Packed16 pb[4], pa[MT][2];
+    const uint4* ac = adec + c * (4 * MT * 2 * 32);  // kPre: this chunk's A fragments
+    Packed16 pb[4], pa[kPre ? 1 : MT][2];
+    if (kPre && c * 8 + 8 <= nblk) {  // a whole chunk
 #pragma unroll
-    for (int j = 0; j < 4; ++j) pb[j] = load_packed<true>(b, p.b_sf, p.ldb, p.ldb_sf, n0 + 8 * j + g, p.N, blk, nblk);
+      for (int j = 0; j < 4; ++j) {
+        const uint2* src = reinterpret_cast<const uint2*>(brow[j] + c * 64);
+        const uint2 w0 = __ldcs(src), w1 = __ldcs(src + 1);
+        const uint32_t s0 = __ldg(bsf[j] + c * 8), s1 = __ldg(bsf[j] + c * 8 + 1);
+        pb[j].w[0] = bvalid[j] ? w0 : make_uint2(0, 0);
+        pb[j].w[1] = bvalid[j] ? w1 : make_uint2(0, 0);
+        pb[j].sf[0] = bvalid[j] ? s0 : 0u;
+        pb[j].sf[1] = bvalid[j] ? s1 : 0u;
+      }
+    } else {
 #pragma unroll
-    for (int i = 0; i < MT; ++i) {
+      for (int j = 0; j < 4; ++j)
+        pb[j] = load_packed<true>(b, p.b_sf, p.ldb, p.ldb_sf, n0 + 8 * j + g, p.N, c * 8 + 2 * q, nblk);
+    }
+    if constexpr (!kPre) {
+      const int64_t blk = c * 8 + 2 * q;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) pa[i][h] = load_packed<false>(a, p.a_sf, p.lda, p.lda_sf, 16 * i + 8 * h + g, p.M, blk, nblk);
+      for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) pa[i][h] = load_packed<false>(a, p.a_sf, p.lda, p.lda_sf, 16 * i + 8 * h + g, p.M, blk, nblk);
+      }
     }
 #pragma unroll
     for (int t = 0; t < 4; ++t) {  // word t: block 2q + t / 2, k16 steps 2t and 2t + 1
@@ -351,14 +413,18 @@ gemm_nvfp4_small_m_kernel(const GemmNvfp4Params p) {
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
         uint32_t fa[2][4];
+        if constexpr (!kPre) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t w = t % 2 ? pa[i][h].w[t / 2].y : pa[i][h].w[t / 2].x;
-          decode8(w, scale_f16x2(pa[i][h].sf[t / 2]), fa[h]);
+          for (int h = 0; h < 2; ++h) {
+            const uint32_t w = t % 2 ? pa[i][h].w[t / 2].y : pa[i][h].w[t / 2].x;
+            decode8(w, scale_f16x2(pa[i][h].sf[t / 2]), fa[h]);
+          }
         }
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
-          const uint32_t fr[4] = {fa[0][2 * s], fa[1][2 * s], fa[0][2 * s + 1], fa[1][2 * s + 1]};
+          const uint4 v = kPre ? __ldg(ac + ((t * MT + i) * 2 + s) * 32)
+                               : make_uint4(fa[0][2 * s], fa[1][2 * s], fa[0][2 * s + 1], fa[1][2 * s + 1]);
+          const uint32_t fr[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
           for (int j = 0; j < 4; ++j) mma_f16_16816(acc[i][j], fr, fb[j][2 * s], fb[j][2 * s + 1]);
         }
@@ -416,13 +482,23 @@ cudaError_t launch_small_m(const GemmNvfp4Params& p, cudaStream_t stream) {
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  if constexpr (MT > 1) {
+    const int64_t n_frag = n_chunks * 4 * MT;  // a warp each
+    nvfp4_decode_a_kernel<MT><<<unsigned(std::min<int64_t>(ceil_div(n_frag, int64_t(4)), 4 * sm_count())), 128, 0, stream>>>(p);
+  }
   cudaError_t err = cudaLaunchKernelEx(&cfg, gemm_nvfp4_small_m_kernel<T, MT>, p);
   return err != cudaSuccess ? err : last_launch_error();
 }
 
+// Bytes of A's decoded fragments (M in 17..64; at M <= 16 the kernel decodes A itself).
+int64_t small_m_scratch(const GemmNvfp4Params& p) {
+  if (p.M <= 16 || p.M > kSmallMaxM || p.N < 1 || p.N > int64_t(65535) * kSmallN || p.K < 16) return 0;
+  return ceil_div(p.K, int64_t(128)) * 4 * ((p.M + 15) / 16) * 2 * 32 * 16;
+}
+
 template <typename T>
 cudaError_t launch(const GemmNvfp4Params& p, cudaStream_t stream) {
-  if (p.M <= kSmallMaxM && p.N <= int64_t(65535) * kSmallN) {
+  if (p.M <= kSmallMaxM && p.N <= int64_t(65535) * kSmallN && (p.M <= 16 || p.scratch != nullptr)) {
     switch ((p.M + 15) / 16) {
       case 1: return launch_small_m<T, 1>(p, stream);
       case 2: return launch_small_m<T, 2>(p, stream);
@@ -444,6 +520,8 @@ cudaError_t launch(const GemmNvfp4Params& p, cudaStream_t stream) {
 
 }  // namespace
 }  // namespace sm90a
+
+int64_t gemm_nvfp4_scratch(const GemmNvfp4Params& p) { return sm90a::small_m_scratch(p); }
 
 cudaError_t gemm_nvfp4(const GemmNvfp4Params& params, cudaStream_t stream) {
   GemmNvfp4Params p = params;
