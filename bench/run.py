@@ -478,6 +478,21 @@ HAS_BF16 = "mha_bf16_fwd" in ac4k_kernel.get_info()["ops"]
 HAS_NVFP4 = "mha_nvfp4_fwd" in ac4k_kernel.get_info()["ops"]
 
 
+def _print_row(r: dict):
+    if "cos" in r:
+        print(f"{r['op']:44} {r['shape']:22} {r['impl']:26} cos {r['cos']:.5f} rel L1 {r['rel_l1']:.4f}")
+        return
+    if "tflops" in r:
+        thr = f"{r['tflops']:.0f} TFLOPS"
+    elif "gbs" in r:
+        thr = f"{r['gbs']:.0f} GB/s ({r['pct_copy_bw']:.0f}% copy)"
+    elif "pct_of_kernel" in r:
+        thr = f"{r['pct_of_kernel']:.0f}% of the kernel"
+    else:
+        thr = ""
+    print(f"{r['op']:44} {r['shape']:22} {r['impl']:26} {r['ms'] * 1e3:9.1f} {r['vs_ours']:8.2f} {thr:>26}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(BENCHES))
@@ -499,30 +514,19 @@ def main(argv=None) -> int:
     dev = device_name()
     print(f"device: {dev}; torch {torch.__version__}; ac4k {info['version']} {info['arch']} from {ac4k_kernel.__file__}")
     print(f"device-to-device copy: {bw:.0f} GB/s (read + write)")
-    rows = []
-    for n in names:
-        t0 = time.time()
-        rows += BENCHES[n](args.iters)
-        print(f"[{n}: {time.time() - t0:.0f} s]", flush=True)
-    for r in rows:
-        if "gbs" in r:
-            r["pct_copy_bw"] = 100 * r["gbs"] / bw
     head = f"{'op':44} {'shape':22} {'impl':26} {'us':>9} {'t/t_ours':>8} {'throughput':>26}"
     print(head)
     print("-" * len(head))
-    for r in rows:
-        if "cos" in r:
-            print(f"{r['op']:44} {r['shape']:22} {r['impl']:26} cos {r['cos']:.5f} rel L1 {r['rel_l1']:.4f}")
-            continue
-        if "tflops" in r:
-            thr = f"{r['tflops']:.0f} TFLOPS"
-        elif "gbs" in r:
-            thr = f"{r['gbs']:.0f} GB/s ({r['pct_copy_bw']:.0f}% copy)"
-        elif "pct_of_kernel" in r:
-            thr = f"{r['pct_of_kernel']:.0f}% of the kernel"
-        else:
-            thr = ""
-        print(f"{r['op']:44} {r['shape']:22} {r['impl']:26} {r['ms'] * 1e3:9.1f} {r['vs_ours']:8.2f} {thr:>26}")
+    rows = []
+    for n in names:  # each section's rows as soon as it is done (a cut-off run keeps them)
+        t0 = time.time()
+        section = BENCHES[n](args.iters)
+        for r in section:
+            if "gbs" in r:
+                r["pct_copy_bw"] = 100 * r["gbs"] / bw
+            _print_row(r)
+        print(f"[{n}: {time.time() - t0:.0f} s]", flush=True)
+        rows += section
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": dev, "torch": torch.__version__, "copy_gbs": bw, "info": info, "rows": rows}, f, indent=1)
