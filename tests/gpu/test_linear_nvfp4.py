@@ -76,6 +76,18 @@ def test_gemm_nvfp4_matches_reference(M, N, K, bias_dtype):
     assert torch.equal(y, out)  # deterministic, and the allocating op is the same kernel
 
 
+def test_gemm_nvfp4_decoded_in_chunks():
+    # An A whose FP16 copy (8300 x 16384 x 2 bytes = 272 MB) exceeds 256 MB: a path that decodes A
+    # before the GEMM (tools/variants/session14.patch) does it in two chunks of 4224 and 4076 rows.
+    M, N, K = 8300, 136, 16384
+    aq = _operand(M, K, seed=21)
+    bq = _operand(N, K, seed=22, scale=0.05)
+    bias = torch.randn(N, device="cuda", dtype=torch.float32)
+    out = torch.full((M, N), float("nan"), device="cuda", dtype=torch.bfloat16)
+    torch.ops.ac4k.gemm_nvfp4_out(*_args(aq, bq), bias, out)
+    _check(out, _want32(aq, bq, bias), torch.bfloat16)
+
+
 def test_gemm_nvfp4_wide_scale_range():
     # Rows spanning 2^-12 .. 2^12 (block scales from E4M3 subnormals to the top): the decode stays exact.
     g = torch.Generator(device="cuda").manual_seed(11)

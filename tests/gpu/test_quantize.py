@@ -82,12 +82,20 @@ TOKEN_CASES = [((2, 130, 3, 64), "BNHD"), ((2, 3, 130, 64), "BHND"), ((1, 77, 40
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
-@pytest.mark.parametrize("block_size", [16, 64, 128])
+@pytest.mark.parametrize("block_size", [16, 64, 100, 128])
 @pytest.mark.parametrize("shape,layout", TOKEN_CASES)
 def test_quantize_8bit_per_block_bitexact(shape, layout, block_size, precision):
     x = _rand(shape, torch.bfloat16, 7 + block_size)
     _check_8bit(x, precision, granularity="per_block", block_size=block_size, layout=layout)
     _check_8bit(x.half(), precision, granularity="per_block", block_size=block_size, layout=layout, use_out=True)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
+@pytest.mark.parametrize("shape,layout", [((1, 600, 3, 128), "BNHD"), ((2, 3, 513, 64), "BHND")])
+def test_quantize_8bit_per_block_256_tokens(shape, layout, precision):
+    """256-token blocks (the largest sm90a takes at D = 128), with a partial last block."""
+    x = _rand(shape, torch.bfloat16, 3)
+    _check_8bit(x, precision, granularity="per_block", block_size=256, layout=layout)
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
