@@ -5,6 +5,7 @@ runs this under ncu; PROFILE_REGEX picks the kernels to profile).
     python tools/profile_ops.py bf16 [S] [D]         # mha_bf16_fwd and SDPA's cuDNN kernel
     python tools/profile_ops.py nvfp4 [S] [D]        # mha_nvfp4_fwd (and mha_bf16_fwd beside it)
     python tools/profile_ops.py gemm_nvfp4 [M] [N] [K]
+    python tools/profile_ops.py gemm_fp8 [M] [N] [K]     # ours and torch._scaled_mm rowwise, accurate then fast
 """
 import sys
 
@@ -41,6 +42,18 @@ elif case == "gemm_nvfp4":
     w = ac4k_kernel.quantize_weight(torch.randn(N, K, device="cuda", dtype=torch.bfloat16), precision="nvfp4")
     ac4k_kernel.linear(x, w)
     torch.nn.functional.linear(x, torch.randn(N, K, device="cuda", dtype=torch.bfloat16))
+elif case == "gemm_fp8":
+    # cuBLAS's kernel names (ncu lists them) give its tile shape, and ncu's shared-memory
+    # throughput tells whether 128x128 tiles are bound by it (docs/perf-notes.md, session 14).
+    M, N, K = (args + [32760, 5120, 5120][len(args):])[:3]
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    wq = ac4k_kernel.quantize_weight((torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16))
+    xq = ac4k_kernel.quantize(x, precision="fp8e4m3")
+    a, sa, b, sb = xq.values, xq.scales, wq.values, wq.scales
+    torch.ops.ac4k.gemm_fp8(a, sa, b, sb, None, torch.bfloat16)
+    for fast in (False, True):
+        torch._scaled_mm(a, b.t(), scale_a=sa[:, None], scale_b=sb[None, :], out_dtype=torch.bfloat16,
+                         use_fast_accum=fast)
 else:
     sys.exit(f"unknown case {case}")
 torch.cuda.synchronize()
