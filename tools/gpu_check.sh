@@ -4,7 +4,8 @@
 #   STAGES="build test sanitize racecheck bench main profile variants sm89" bash tools/gpu_check.sh
 #   (default: all but profile, variants and sm89)
 # Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS, SM89_TEST_K, SM89_SANITIZE_K,
-# SM89_BENCH_ARGS. Needs: python3 with torch, nvcc, a GPU.
+# SM89_BENCH_ARGS, BENCH2_ARGS, BENCH3_ARGS; PREBUILT / PREBUILT_VARIANTS (built here by
+# tools/prebuild.sh), DEADLINE (below). Needs: python3 with torch, nvcc, a GPU.
 # variants: each tools/variants/*.patch (or those VARIANTS names; experiments, not kept once
 # decided) is applied to a copy of the sources, built in place in parallel with the main build,
 # tested, and its bench rows timed after the main benchmark, each followed by the main build's same
@@ -20,8 +21,15 @@ export PYTHONUNBUFFERED=1
 status=()
 
 has() { [[ " $STAGES " == *" $1 "* ]]; }
+# DEADLINE: seconds after the start by which every stage must end (each is cut off at it, and one
+# with under 15 s left is skipped), so that a call's later stages still get their turn.
 stage() {  # name, command...
   local name=$1; shift
+  if [ -n "${DEADLINE:-}" ]; then
+    local left=$((DEADLINE - SECONDS))
+    if (( left < 15 )); then echo "=== $name skipped: deadline" | tee -a "$LOG"; status+=("$name skipped"); return 124; fi
+    set -- timeout "$left" "$@"
+  fi
   local t0=$SECONDS
   echo "=== $name: $*" | tee -a "$LOG"
   "$@" 2>&1 | tee -a "$LOG" "$OUT/$name.log" > /dev/null
@@ -37,18 +45,39 @@ stage() {  # name, command...
   python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, torch.version.cuda)'
 } 2>&1 | tee -a "$LOG"
 
-# The variants to run: those VARIANTS names, in that order (their tests and benches run in it), or all.
-variant_patches() {
-  if [ -n "${VARIANTS:-}" ]; then for n in $VARIANTS; do echo "tools/variants/$n.patch"; done
-  else ls tools/variants/*.patch 2>/dev/null; fi
+# PREBUILT: the extension built elsewhere for this machine's python and torch (tools/prebuild.sh: a
+# .so or .so.xz in an ignored folder the call carries), installed into python/ in place of the build
+# stage. PREBUILT_VARIANTS: a folder of <variant>.so.xz built the same way from the variants' sources.
+install_so() {  # file (.so or .so.xz), package folder
+  python3 - "$1" "$2" <<'PY'
+import glob, lzma, os, shutil, sys, sysconfig
+src, pkg = sys.argv[1:]
+for old in glob.glob(os.path.join(pkg, "_cuda_ops*.so")):
+    os.remove(old)
+with (lzma.open if src.endswith(".xz") else open)(src, "rb") as f, \
+        open(os.path.join(pkg, "_cuda_ops" + sysconfig.get_config_var("EXT_SUFFIX")), "wb") as g:
+    shutil.copyfileobj(f, g)
+PY
+}
+[ -n "${PREBUILT:-}" ] && export PYTHONPATH=$PWD/python${PYTHONPATH:+:$PYTHONPATH}
+
+# The variants to run: those VARIANTS names, in that order (their tests and benches run in it), or
+# every tools/variants/*.patch.
+variant_names() {
+  if [ -n "${VARIANTS:-}" ]; then echo $VARIANTS
+  else for pf in tools/variants/*.patch; do [ -f "$pf" ] && basename "$pf" .patch; done; fi
 }
 if has variants; then
-  for pf in $(variant_patches); do
-    [ -f "$pf" ] || continue
-    name=$(basename "$pf" .patch); d=/tmp/ac4k_var_$name
-    rm -rf "$d"; mkdir -p "$d"; cp -r setup.py build_tools include lib python "$d"/
-    ( cd "$d" && patch -p1 < "$OLDPWD/$pf" > "$OUT/var_$name.build.log" 2>&1 &&
-      MAX_JOBS=${VARIANT_JOBS:-4} python3 setup.py build_ext --inplace >> "$OUT/var_$name.build.log" 2>&1 ) &
+  for name in $(variant_names); do
+    pf=tools/variants/$name.patch; d=/tmp/ac4k_var_$name; so=${PREBUILT_VARIANTS:-/nonexistent}/$name.so.xz
+    rm -rf "$d"; mkdir -p "$d"
+    if [ -f "$so" ]; then
+      cp -r python "$d"/ && install_so "$so" "$d/python/ac4k_kernel" > "$OUT/var_$name.build.log" 2>&1
+    elif [ -f "$pf" ]; then
+      cp -r setup.py build_tools include lib python "$d"/
+      ( cd "$d" && patch -p1 < "$OLDPWD/$pf" > "$OUT/var_$name.build.log" 2>&1 &&
+        MAX_JOBS=${VARIANT_JOBS:-4} python3 setup.py build_ext --inplace >> "$OUT/var_$name.build.log" 2>&1 ) &
+    fi
   done
 fi
 # sm89: a second build of the same sources for AC4K_CUDA_ARCH=sm89 (mma.sync kernels, compute_89 PTX
@@ -59,8 +88,13 @@ if has sm89; then
   ( cd "$SM89" && AC4K_CUDA_ARCH=sm89 MAX_JOBS=${SM89_JOBS:-6} python3 setup.py build_ext --inplace > "$OUT/sm89_build.log" 2>&1;
     echo "rc=$?" >> "$OUT/sm89_build.log"; touch /tmp/ac4k_sm89_done ) &
 fi
-if has build; then
+if has build && [ -n "${PREBUILT:-}" ]; then
+  install_so "$PREBUILT" python/ac4k_kernel
+  stage build python3 -c 'import ac4k_kernel; print(ac4k_kernel.get_info())' || { echo "PREBUILT FAILED"; exit 1; }
+elif has build; then
   stage build python3 -m pip install --no-build-isolation --no-deps --no-index -v -e . || { echo "BUILD FAILED"; tail -50 "$OUT/build.log"; exit 1; }
+fi
+if has build; then
   so=$(python3 -c 'import ac4k_kernel._cuda_ops as m; print(m.__file__)')
   if command -v cuobjdump > /dev/null; then
     cuobjdump --dump-sass "$so" > /tmp/ac4k_sass.txt 2>&1  # large: only its summary goes to $OUT
@@ -78,9 +112,11 @@ has sanitize && stage sanitize timeout ${SANITIZE_TIMEOUT:-3000} compute-sanitiz
 has racecheck && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
   python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
 # WAIT_FOR: a file that something started beside this script (an anchor's build) touches when done;
-# waited for up to WAIT_MAX seconds before the bench and the variant rows so they are timed beside it.
-wait_anchor() {
+# waited for up to WAIT_MAX seconds before the bench and the variant rows (or only bench3) so they are
+# timed beside it.
+wait_anchor() {  # with BENCH3_ARGS, only before bench3 (wait_anchor late)
   [ -n "${WAIT_FOR:-}" ] || return 0
+  [ "${1:-}" = late ] || [ -z "${BENCH3_ARGS:-}" ] || return 0
   local t0=$SECONDS; while [ ! -e "$WAIT_FOR" ] && (( SECONDS - t0 < ${WAIT_MAX:-240} )); do sleep 2; done
   echo "=== waited $((SECONDS - t0)) s for $WAIT_FOR" | tee -a "$LOG"
 }
@@ -90,9 +126,9 @@ has main && stage main python3 -m ac4k_kernel
 if has variants; then
   wait  # the variant builds
   wait_anchor
-  for pf in $(variant_patches); do
-    [ -f "$pf" ] || continue
-    name=$(basename "$pf" .patch)
+  for name in $(variant_names); do
+    pf=tools/variants/$name.patch
+    [ -d "/tmp/ac4k_var_$name/python" ] || continue
     # Per variant, optional: <name>.tests (pytest arguments; default the attention tests, VARIANT_TEST_K)
     # and <name>.bench (bench/run.py arguments; default VARIANT_BENCH).
     tests="tests/gpu/test_attention.py -k \"${VARIANT_TEST_K:-not s8192 and not compile}\""
@@ -109,6 +145,14 @@ if has variants; then
     stage "var_main_for_$name" bash -c "python3 bench/run.py $bench --json '$OUT/var_main_for_$name.json'"
   done
 fi
+# BENCH2_ARGS, BENCH3_ARGS: further bench/run.py runs after the variants (e.g. the quantizers alone,
+# then attention beside an anchor whose build ran meanwhile).
+for n in 2 3; do
+  a=BENCH${n}_ARGS
+  [ -n "${!a:-}" ] || continue
+  [ "$n" = 3 ] && wait_anchor late
+  stage bench$n bash -c "python3 bench/run.py --json '$OUT/bench$n.json' ${!a}"  # the arguments may quote
+done
 if has sm89; then
   while [ ! -e /tmp/ac4k_sm89_done ]; do sleep 2; done
   AC4K_ALLOW_PTX_JIT=1 CUDA_CACHE_MAXSIZE=4294967296 PYTHONPATH=$SM89/python${PYTHONPATH:+:$PYTHONPATH} stage sm89_test \
