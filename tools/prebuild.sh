@@ -10,7 +10,9 @@ set -euo pipefail
 src=$(cd "$1" && pwd); out=$(realpath -m "$2")
 V=${PREBUILD_VENV:-/tmp/ac4k-venv312}
 if [ ! -x "$V/bin/python" ]; then
-  py=$(command -v python3.12 2> /dev/null || ls /root/.pyenv/versions/3.12*/bin/python3.12 | head -1)
+  # A pyenv shim named python3.12 may exist and fail when 3.12 is not the selected version.
+  py=$(command -v python3.12 2> /dev/null) && "$py" --version > /dev/null 2>&1 ||
+    py=$(ls /root/.pyenv/versions/3.12*/bin/python3.12 | head -1)
   "$py" -m venv "$V"
   "$V/bin/pip" install -q --no-deps "torch==${DEVICE_TORCH:-2.11.0}"
   "$V/bin/pip" install -q numpy ninja "setuptools<82" wheel typing_extensions sympy filelock jinja2 networkx fsspec
