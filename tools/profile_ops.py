@@ -6,6 +6,7 @@ runs this under ncu; PROFILE_REGEX picks the kernels to profile).
     python tools/profile_ops.py nvfp4 [S] [D]        # mha_nvfp4_fwd (and mha_bf16_fwd beside it)
     python tools/profile_ops.py gemm_nvfp4 [M] [N] [K]
     python tools/profile_ops.py gemm_fp8 [M] [N] [K]     # ours and torch._scaled_mm rowwise, accurate then fast
+    python tools/profile_ops.py kv [S] [D]           # the K/V pass (quantize_attention_kv), B=1 H=40
 """
 import sys
 
@@ -36,6 +37,12 @@ if case in ("attention", "bf16", "nvfp4"):
         sage = _sage()
         if sage is not None:
             sage[1](q, k, v)()
+elif case == "kv":
+    # The pass's timeline (launch stats, SM activity, DRAM throughput) shows whether its last round
+    # of clusters leaves the GPU idle (docs/perf-notes.md, session 15).
+    S, D = (args + [4096, 128][len(args):])[:2]
+    k, v = (torch.randn(1, S, 40, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
 elif case == "gemm_nvfp4":
     M, N, K = (args + [32760, 5120, 5120][len(args):])[:3]
     x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
