@@ -109,8 +109,9 @@ has test && stage test timeout ${TEST_TIMEOUT:-1500} python3 -m pytest tests/gpu
 has sanitize && stage sanitize timeout ${SANITIZE_TIMEOUT:-3000} compute-sanitizer --tool memcheck --error-exitcode 9 \
   --target-processes all python3 -m pytest tests/gpu -q -x \
   -k "not compile and not s8192 and not never_released and not device_grid${SANITIZE_K:+ and ($SANITIZE_K)}" ${PYTEST_ARGS:-}
-has racecheck && stage racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
-  python3 -m pytest tests/gpu/test_attention.py -q -x -k "recipe and 129"
+# RACECHECK_TESTS: other pytest arguments for racecheck (may quote).
+has racecheck && stage racecheck bash -c "compute-sanitizer --tool racecheck --error-exitcode 9 \
+  python3 -m pytest -q -x ${RACECHECK_TESTS:-tests/gpu/test_attention.py -k \"recipe and 129\"}"
 # WAIT_FOR: a file that something started beside this script (an anchor's build) touches when done;
 # waited for up to WAIT_MAX seconds before the bench and the variant rows (or only bench3) so they are
 # timed beside it.
