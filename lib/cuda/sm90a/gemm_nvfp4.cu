@@ -254,15 +254,16 @@ int64_t small_m_scratch(const GemmNvfp4Params& p) {
 }
 
 // ---- M > 64: decode, then the FP16 GEMM ----
-constexpr int64_t kChunkBytes = int64_t(256) << 20;  // decoded A rows at a time (the scratch's bound)
+constexpr int64_t kChunkBytes = int64_t(256) << 20;  // decoded rows of A, and of B, at a time
 
-// Rows of A decoded at a time: all of them, or equal chunks of at most kChunkBytes (multiples of 128).
-int64_t chunk_rows(int64_t M, int64_t K) {
-  const int64_t n = ceil_div(M * K * 2, kChunkBytes);
-  return n <= 1 ? M : ceil_div(ceil_div(M, n), int64_t(128)) * 128;
+// Rows of an operand decoded at a time: all of them, or equal chunks of about kChunkBytes at most
+// (multiples of 128 rows: aligned column offsets for B's chunks of the output).
+int64_t chunk_rows(int64_t rows, int64_t K) {
+  const int64_t n = ceil_div(rows * K * 2, kChunkBytes);
+  return n <= 1 ? rows : ceil_div(ceil_div(rows, n), int64_t(128)) * 128;
 }
 
-int64_t decoded_b_bytes(const GemmNvfp4Params& p) { return ceil_div(p.N * p.K * 2, int64_t(256)) * 256; }
+int64_t decoded_b_bytes(const GemmNvfp4Params& p) { return ceil_div(chunk_rows(p.N, p.K) * p.K * 2, int64_t(256)) * 256; }
 
 // Rows [rows, K] of a packed operand (row strides ld / ld_sf bytes) -> FP16 [rows, K] contiguous.
 cudaError_t decode_rows(const void* v, const uint8_t* sf, int64_t ld, int64_t ld_sf, int64_t rows, int64_t K,
@@ -275,30 +276,40 @@ cudaError_t decode_rows(const void* v, const uint8_t* sf, int64_t ld, int64_t ld
   return decode(static_cast<const uint8_t*>(v), sf, vv, sv, out, stream);
 }
 
+// B is decoded once per call (a weight of up to 256 MB in FP16: all of a DiT's), A once unless both
+// are chunked (huge weights at large M), in which case A's chunks are decoded again per B chunk.
 template <typename T>
 cudaError_t launch_decoded(const GemmNvfp4Params& p, cudaStream_t stream) {
   __half* b16 = static_cast<__half*>(p.scratch);
   __half* a16 = reinterpret_cast<__half*>(static_cast<uint8_t*>(p.scratch) + decoded_b_bytes(p));
-  cudaError_t err = decode_rows(p.b, p.b_sf, p.ldb, p.ldb_sf, p.N, p.K, b16, stream);
+  const int64_t mc = chunk_rows(p.M, p.K), nc = chunk_rows(p.N, p.K);
+  const auto* a = static_cast<const uint8_t*>(p.a);
+  const auto* b = static_cast<const uint8_t*>(p.b);
+  const int64_t bias_bytes = p.bias_dtype == ScalarType::Float32 ? 4 : 2;
   gemm::Args g;
   g.a_scale = p.a_gs;
   g.b_scale = p.b_gs;
   g.a_scale_stride = g.b_scale_stride = 0;  // one global scale each
-  g.bias = p.bias;
   g.bias_dtype = p.bias_dtype;
-  g.N = p.N, g.K = p.K, g.ldo = p.ldo;
-  const int64_t mc = chunk_rows(p.M, p.K);
-  for (int64_t m0 = 0; m0 < p.M && err == cudaSuccess; m0 += mc) {
-    g.M = std::min(mc, p.M - m0);
-    g.out = static_cast<T*>(p.out) + m0 * p.ldo;
-    err = decode_rows(static_cast<const uint8_t*>(p.a) + m0 * p.lda, p.a_sf + m0 * p.lda_sf, p.lda, p.lda_sf, g.M,
-                      p.K, a16, stream);
-    if (err == cudaSuccess) err = gemm::run<T, gemm::F16Operands>(a16, p.K, b16, p.K, g, stream);
+  g.K = p.K, g.ldo = p.ldo;
+  cudaError_t err = cudaSuccess;
+  for (int64_t n0 = 0; n0 < p.N && err == cudaSuccess; n0 += nc) {
+    g.N = std::min(nc, p.N - n0);
+    g.bias = p.bias == nullptr ? nullptr : static_cast<const uint8_t*>(p.bias) + n0 * bias_bytes;
+    err = decode_rows(b + n0 * p.ldb, p.b_sf + n0 * p.ldb_sf, p.ldb, p.ldb_sf, g.N, p.K, b16, stream);
+    for (int64_t m0 = 0; m0 < p.M && err == cudaSuccess; m0 += mc) {
+      g.M = std::min(mc, p.M - m0);
+      g.out = static_cast<T*>(p.out) + m0 * p.ldo + n0;
+      if (n0 == 0 || mc < p.M)
+        err = decode_rows(a + m0 * p.lda, p.a_sf + m0 * p.lda_sf, p.lda, p.lda_sf, g.M, p.K, a16, stream);
+      if (err == cudaSuccess) err = gemm::run<T, gemm::F16Operands>(a16, p.K, b16, p.K, g, stream);
+    }
   }
   return err;
 }
 
-// Bytes of the op's scratch: small M, A's fragments (M in 17..64); M > 64, B and a chunk of A in FP16.
+// Bytes of the op's scratch: small M, A's fragments (M in 17..64); M > 64, a chunk of B and one of
+// A in FP16.
 int64_t scratch_bytes(const GemmNvfp4Params& p) {
   if (p.M < 1 || p.N < 1 || p.K < 16) return 0;
   if (small_m(p)) return small_m_scratch(p);
