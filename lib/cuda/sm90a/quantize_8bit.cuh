@@ -5,9 +5,7 @@
 // 16-byte streaming load), keeps them in registers, the group's absmax is reduced by shuffles
 // (and shared memory across warps), then values are scaled and packed into 8-byte stores.
 //   per_token:   RT threads share one row (a row sits in registers, x is read once);
-//   per_block:   blocks of up to 256 tokens land in shared memory by TMA, kStages ahead of a
-//                persistent CTA that reduces and quantizes them (so HBM does not wait on the CTA's
-//                barrier); other shapes: one CTA per (b, h, block of tokens) in registers;
+//   per_block:   one CTA per (b, h, block of tokens);
 //   per_channel: absmax over all tokens needs x twice: a column-max pass with atomics, then a
 //                quantize pass, then scales = amax / qmax in place.
 #pragma once
@@ -20,8 +18,6 @@
 #include "common/math.cuh"
 #include "common/quant_format.cuh"
 #include "common/utils.cuh"
-#include "sm90a/barrier.cuh"
-#include "sm90a/tma.cuh"
 
 namespace ac4k {
 namespace sm90a {
@@ -34,23 +30,16 @@ using ac4k::pack8_uniform;
 template <int RT>
 __host__ __device__ constexpr int block_threads() { return RT > 256 ? RT : 256; }
 
-// Max over a CTA of kWarps warps with one barrier: `parity` alternates between calls, so that a call
-// writes the half of warp_max ([2][kWarps]) that the previous call's readers are not reading.
-template <int kWarps>
-__device__ __forceinline__ float cta_max(float v, float (*warp_max)[kWarps], int parity) {
-  v = group_max<32>(v);
-  if (threadIdx.x % 32 == 0) warp_max[parity][threadIdx.x / 32] = v;
-  __syncthreads();
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) v = fmaxf(v, warp_max[parity][w]);
-  return v;
-}
-
-// Max over a CTA of kBlock threads, for kernels that take it once (all threads must call it).
+// Max over the whole CTA (all threads must call it).
 template <int kBlock>
 __device__ __forceinline__ float block_max(float v) {
-  __shared__ float warp_max[1][kBlock / 32];
-  return cta_max<kBlock / 32>(v, warp_max, 0);
+  __shared__ float warp_max[kBlock / 32];
+  v = group_max<32>(v);
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kBlock / 32; ++w) v = fmaxf(v, warp_max[w]);
+  return v;
 }
 
 template <typename T>
@@ -187,108 +176,6 @@ __global__ void __launch_bounds__(kThreads) quantize_per_block_kernel(const Quan
   if (threadIdx.x == 0) p.scales[g] = __fdiv_rn(amax, Fmt::kMax);
 }
 
-// TMA pipeline: a persistent CTA of 128 threads walks the blocks blockIdx.x, + gridDim.x, ...;
-// each lands whole (block_size tokens x D, tokens past S zero-filled) in one of `stages` shared
-// buffers. Per block one CTA barrier: the absmax's; once past it every thread is done with the
-// previous block, whose buffer then takes the block `stages` ahead.
-namespace per_block_tma {
-constexpr int kThreads = 128;
-constexpr int kMaxStages = 8;
-constexpr int kInFlight = 64 * 1024;   // bytes of loads a CTA aims to keep in flight
-constexpr int kMaxSmem = 200 * 1024;   // at most this much shared memory a CTA
-constexpr int kTailBytes = 8 * kMaxStages + 2 * (kThreads / 32) * 4;  // mbarriers, warp maxima
-}  // namespace per_block_tma
-
-template <typename T, typename Fmt, int RT>
-__global__ void __launch_bounds__(per_block_tma::kThreads)
-    quantize_per_block_tma_kernel(const QuantizeParams p, const __grid_constant__ CUtensorMap tx, int stages,
-                                  int stage_bytes, int box_bytes, int64_t n_items) {
-  constexpr int kThreads = per_block_tma::kThreads, kWarps = kThreads / 32, kRows = kThreads / RT;
-  // The buffers (1 KB multiples from the window's start: TMA wants 128-byte aligned destinations),
-  // then the mbarriers and the per-warp maxima. No static shared memory, which would come first.
-  extern __shared__ __align__(1024) uint8_t smem[];
-  uint64_t* bar = reinterpret_cast<uint64_t*>(smem + stages * stage_bytes);
-  float(*warp_max)[kWarps] = reinterpret_cast<float(*)[kWarps]>(bar + per_block_tma::kMaxStages);
-  const TokenView& xv = p.xv;
-  const int64_t nblk = ceil_div(xv.S, p.block_size);
-  const int D = int(xv.D), c = threadIdx.x % RT, r0 = threadIdx.x / RT;
-  const bool col_in = c * 8 < D;
-  auto issue = [&](int64_t i) {  // thread 0: the i-th block of this CTA into buffer i % stages
-    const int64_t g = blockIdx.x + i * gridDim.x;
-    if (g >= n_items) return;
-    const int s = int(i % stages);
-    const int64_t blk = g % nblk, h = (g / nblk) % xv.H, b = g / (nblk * xv.H);
-    mbar_arrive_expect_tx(&bar[s], uint32_t(box_bytes));  // the whole box, zero-filled rows included
-    tma_load_4d(smem + s * stage_bytes, &tx, &bar[s], 0, int32_t(blk * p.block_size), int32_t(h), int32_t(b));
-  };
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; ++s) mbar_init(&bar[s], 1);
-    fence_barrier_init();
-    tma_prefetch_desc(&tx);
-    for (int s = 0; s < stages; ++s) issue(s);
-  }
-  __syncthreads();
-
-  for (int64_t i = 0, g = blockIdx.x; g < n_items; ++i, g += gridDim.x) {
-    const int s = int(i % stages);
-    mbar_wait(&bar[s], uint32_t(i / stages) & 1u);
-    const T* tile = reinterpret_cast<const T*>(smem + s * stage_bytes) + c * 8;
-    const int64_t blk = g % nblk, h = (g / nblk) % xv.H, b = g / (nblk * xv.H);
-    const int valid = int(min(int64_t(p.block_size), xv.S - blk * p.block_size));
-    float amax = 0.f;
-    if (col_in) {
-#pragma unroll 4
-      for (int r = r0; r < valid; r += kRows) {
-        float v[8];
-        unpack8<T>(*reinterpret_cast<const uint4*>(tile + r * D), v);
-#pragma unroll
-        for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[k]);
-      }
-    }
-    amax = cta_max<kWarps>(amax, warp_max, int(i & 1));
-    // Past the barrier every thread is done with block i - 1: its buffer takes block i - 1 + stages.
-    if (threadIdx.x == 0 && i > 0) issue(i - 1 + stages);
-    const float inv = recip_scale(Fmt::kMax, amax);
-    if (col_in) {
-      uint8_t* qb = static_cast<uint8_t*>(p.q) + b * p.qv.stride_b + h * p.qv.stride_h +
-                    (blk * p.block_size) * p.qv.stride_s + c * 8;
-#pragma unroll 4
-      for (int r = r0; r < valid; r += kRows) {
-        float v[8];
-        unpack8<T>(*reinterpret_cast<const uint4*>(tile + r * D), v);
-        __stcs(reinterpret_cast<uint2*>(qb + r * p.qv.stride_s), pack8_uniform<Fmt>(v, inv));
-      }
-    }
-    if (threadIdx.x == 0) p.scales[g] = __fdiv_rn(amax, Fmt::kMax);
-  }
-}
-
-// The TMA path when the block fits (<= 256 tokens, two buffers within kMaxSmem); else cudaErrorNotSupported.
-template <typename T, typename Fmt, int RT>
-cudaError_t launch_per_block_tma(const QuantizeParams& p, cudaStream_t stream) {
-  namespace pb = per_block_tma;
-  const TokenView& xv = p.xv;
-  const int64_t bytes = int64_t(p.block_size) * xv.D * int64_t(sizeof(T));
-  const int stage_bytes = int((bytes + 1023) / 1024 * 1024);
-  if (p.block_size > 256 || 2 * int64_t(stage_bytes) > pb::kMaxSmem || xv.S >= (int64_t(1) << 31) ||
-      xv.H >= (int64_t(1) << 31) || xv.B >= (int64_t(1) << 31))
-    return cudaErrorNotSupported;
-  const int stages = int(std::max<int64_t>(2, std::min<int64_t>({pb::kMaxStages, ceil_div(pb::kInFlight, stage_bytes),
-                                                                   pb::kMaxSmem / stage_bytes})));
-  alignas(64) CUtensorMap tx;
-  if (encode_token_map(&tx, p.x, p.x_dtype, xv, uint32_t(p.block_size)) != cudaSuccess) return cudaErrorNotSupported;
-  const int smem = stages * stage_bytes + pb::kTailBytes;
-  auto kernel = quantize_per_block_tma_kernel<T, Fmt, RT>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
-  const int64_t n_items = xv.B * xv.H * ceil_div(xv.S, p.block_size);
-  // CTAs an SM as shared memory allows (1 KB of it is reserved per CTA), at most 8.
-  const int64_t per_sm = std::max(1, std::min(8, (228 * 1024) / (smem + 1024)));
-  const int64_t grid = std::min(n_items, per_sm * sm_count());
-  kernel<<<unsigned(grid), pb::kThreads, smem, stream>>>(p, tx, stages, stage_bytes, int(bytes), n_items);
-  return last_launch_error();
-}
-
 template <typename T, typename Fmt, int RT>
 cudaError_t launch_per_block(const QuantizeParams& p, cudaStream_t stream) {
   const int64_t grid = p.xv.B * p.xv.H * ceil_div(p.xv.S, p.block_size);
@@ -410,14 +297,6 @@ cudaError_t dispatch_tokens(const QuantizeParams& p, cudaStream_t stream) {
   const int rt = row_threads(xv.D);
   if (p.granularity == Granularity::PerBlock) {
     if (p.block_size <= 0 || p.block_size > 4 * (1024 / rt)) return cudaErrorNotSupported;
-    cudaError_t err;
-    switch (rt) {
-      case 4: err = launch_per_block_tma<T, Fmt, 4>(p, stream); break;
-      case 8: err = launch_per_block_tma<T, Fmt, 8>(p, stream); break;
-      case 16: err = launch_per_block_tma<T, Fmt, 16>(p, stream); break;
-      default: err = launch_per_block_tma<T, Fmt, 32>(p, stream); break;
-    }
-    if (err != cudaErrorNotSupported) return err;
     switch (rt) {
       case 4: return launch_per_block<T, Fmt, 4>(p, stream);
       case 8: return launch_per_block<T, Fmt, 8>(p, stream);

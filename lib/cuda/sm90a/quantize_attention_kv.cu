@@ -64,6 +64,16 @@ struct KvLayout {
   static_assert(kTiles <= 4, "one mbarrier per buffer");
 };
 
+// Max over the CTA; `parity` alternates between calls so that one barrier per call suffices.
+__device__ __forceinline__ float cta_max(float v, float (&warp_max)[2][kThreads / 32], int parity) {
+  v = group_max<32>(v);
+  if (threadIdx.x % 32 == 0) warp_max[parity][threadIdx.x / 32] = v;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) v = fmaxf(v, warp_max[parity][w]);
+  return v;
+}
+
 // 16 floats -> 16 E4M3 bytes.
 __device__ __forceinline__ uint4 e4m3x16(const float (&f)[16]) {
   uint4 w;
@@ -289,7 +299,7 @@ __global__ void __launch_bounds__(kThreads, kRope ? 2 : 3)
               for (int e = 0; e < 8; ++e) amax = absmax_acc(amax, x[e]);
             }
           }
-          amax = cta_max<kThreads / 32>(amax, sm.warp_max, parity);
+          amax = cta_max(amax, sm.warp_max, parity);
           parity ^= 1;
           const float qmax = p.k_fp8 ? Fp8Format::kMax : Int8Format::kMax;
           const float inv = recip_scale(qmax, amax);
@@ -353,13 +363,21 @@ int resident_clusters(const cudaLaunchConfig_t& cfg) {
   return n;
 }
 
+// [B, S, H, D] as a 4-D map, one 128-token tile of one head per box. Strides of size-1 dims do not
+// matter (torch may give them anything); they are set to D to satisfy the encoder.
+cudaError_t kv_map(CUtensorMap* map, const void* x, ScalarType dtype, const TokenView& v) {
+  const int64_t dims[4] = {v.D, v.S, v.H, v.B};
+  const int64_t strides[4] = {1, v.S > 1 ? v.stride_s : v.D, v.H > 1 ? v.stride_h : v.D, v.B > 1 ? v.stride_b : v.D};
+  const uint32_t box[4] = {uint32_t(v.D), uint32_t(kTile), 1, 1};
+  return encode_tensor_map(map, x, dtype, 4, dims, strides, box, TmaSwizzle::None);
+}
+
 template <typename T, int D, bool kRope>
 cudaError_t launch_kv(const QuantizeAttentionKvParams& p, cudaStream_t stream) {
   using L = KvLayout<T, D>;
   alignas(64) CUtensorMap tk, tv;
-  // One 128-token tile of one head per box.
-  cudaError_t err = encode_token_map(&tk, p.k, p.dtype, p.kv, kTile);
-  if (err == cudaSuccess) err = encode_token_map(&tv, p.v, p.dtype, p.vv, kTile);
+  cudaError_t err = kv_map(&tk, p.k, p.dtype, p.kv);
+  if (err == cudaSuccess) err = kv_map(&tv, p.v, p.dtype, p.vv);
   if (err != cudaSuccess) return cudaErrorNotSupported;
   const int64_t n_tiles = p.s_pad / kTile;
   const unsigned cluster = unsigned(n_tiles < kMaxCluster ? n_tiles : kMaxCluster);

@@ -131,16 +131,5 @@ inline cudaError_t encode_tensor_map(CUtensorMap* map, const void* base, ScalarT
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
-// x [B, S, H, D] (TokenView strides, D contiguous) as a 4-D map whose box is `tokens` whole rows of
-// one head. Strides of size-1 dims do not matter (torch may give them anything): set to D to
-// satisfy the encoder.
-inline cudaError_t encode_token_map(CUtensorMap* map, const void* x, ScalarType dtype, const TokenView& v,
-                                    uint32_t tokens) {
-  const int64_t dims[4] = {v.D, v.S, v.H, v.B};
-  const int64_t strides[4] = {1, v.S > 1 ? v.stride_s : v.D, v.H > 1 ? v.stride_h : v.D, v.B > 1 ? v.stride_b : v.D};
-  const uint32_t box[4] = {uint32_t(v.D), tokens, 1, 1};
-  return encode_tensor_map(map, x, dtype, 4, dims, strides, box, TmaSwizzle::None);
-}
-
 }  // namespace sm90a
 }  // namespace ac4k
