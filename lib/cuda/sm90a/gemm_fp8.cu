@@ -25,7 +25,7 @@ cudaError_t gemm_fp8(const GemmFp8Params& params, cudaStream_t stream) {
       (p.M > 0 && p.N > 0 && p.ldo < p.N) || !is_aligned(p.a, 16) || !is_aligned(p.b, 16))
     return cudaErrorNotSupported;
   if (p.M == 0 || p.N == 0) return cudaSuccess;
-  if (!sm90a::gemm::sizes_ok(p.M, p.N, p.K)) return cudaErrorNotSupported;
+  if (!sm90a::gemm::sizes_ok<sm90a::gemm::E4m3Operands>(p.M, p.N, p.K)) return cudaErrorNotSupported;
   sm90a::gemm::Args g;
   g.a_scale = p.a_scale;
   g.b_scale = p.b_scale;

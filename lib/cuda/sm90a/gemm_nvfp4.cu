@@ -327,7 +327,7 @@ cudaError_t launch(const GemmNvfp4Params& p, cudaStream_t stream) {
       default: return launch_small_m<T, 4>(p, stream);
     }
   }
-  if (p.scratch == nullptr || !gemm::sizes_ok(p.M, p.N, p.K)) return cudaErrorNotSupported;
+  if (p.scratch == nullptr || !gemm::sizes_ok<gemm::F16Operands>(p.M, p.N, p.K)) return cudaErrorNotSupported;
   return launch_decoded<T>(p, stream);
 }
 

@@ -46,21 +46,30 @@ namespace {  // internal to each kernel file that includes this
 namespace gemm {
 
 constexpr int kBlockM = 128;       // two consumer warpgroups of 64 rows
-constexpr int kBlockN = 128;       // wgmma n128: 64 + 64 accumulator registers a thread
 constexpr int kBlockKBytes = 128;  // one 128-byte swizzle row a K block (E4M3: 128 of K, FP16: 64)
-constexpr int kStages = 5;
 constexpr int kThreads = 384;
 constexpr int kConsumerWarps = 8;
 constexpr int kMaxGroup = 16;  // n-blocks per band of the tile order
 
 // Operand formats: E4M3 (one byte) or FP16.
+// Tile width: E4M3 keeps a scratch accumulator beside the FP32 one (2 x kBlockN / 2 registers a
+// thread), FP16 accumulates in place. A wider tile reads less shared memory per product: at n128
+// the two consumers' wgmmas and the TMA fills need ~160 B a clock at the full FP8 rate against
+// ~128 available, at n192 ~138 (docs/perf-notes.md).
+#ifndef AC4K_GEMM_FP8_BLOCK_N
+#define AC4K_GEMM_FP8_BLOCK_N 192
+#endif
 struct E4m3Operands {
   static constexpr int kBytes = 1;
   static constexpr ScalarType kType = ScalarType::Float8E4M3;
+  static constexpr int kBlockN = AC4K_GEMM_FP8_BLOCK_N;  // 96 + 96 accumulator registers a thread
+  static constexpr int kStages = kBlockN > 160 ? 4 : 5;   // 40 KB a stage at n192
 };
 struct F16Operands {
   static constexpr int kBytes = 2;
   static constexpr ScalarType kType = ScalarType::Float16;
+  static constexpr int kBlockN = 128;  // 64 accumulator registers a thread
+  static constexpr int kStages = 5;
 };
 
 // What the kernel reads besides the operand maps. The scales are per row / column with a stride
@@ -75,9 +84,11 @@ struct Args {
   int64_t M = 0, N = 0, K = 0, ldo = 0;
 };
 
+template <typename Op>
 struct Smem {
+  static constexpr int kBlockN = Op::kBlockN, kStages = Op::kStages;
   static constexpr int kTileA = kBlockM * kBlockKBytes;  // 16 KB
-  static constexpr int kTileB = kBlockN * kBlockKBytes;  // 16 KB
+  static constexpr int kTileB = kBlockN * kBlockKBytes;  // 16-24 KB
   static constexpr int kPitch = kBlockN * 2 + 16;        // staged output row, bytes (padded: no bank conflicts)
   static constexpr int kWarpOut = 16 * kPitch;
   static constexpr int kA = 0;
@@ -93,8 +104,10 @@ template <typename T, typename Op>
 __global__ void __launch_bounds__(kThreads, 1)
 gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                   const Args p, const TileOrder order, const int num_tiles, const bool vec_store) {
+  using Smem = gemm::Smem<Op>;
   constexpr bool kFp8 = std::is_same_v<Op, E4m3Operands>;
   constexpr int kBlockK = kBlockKBytes / Op::kBytes;
+  constexpr int kBlockN = Op::kBlockN, kStages = Op::kStages;
   extern __shared__ __align__(1024) uint8_t smem[];
   // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic window starts
   // there on sm90 (no static shared memory in this kernel).
@@ -240,21 +253,22 @@ gemm_wgmma_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constan
 
 // An operand [rows, K] (row stride ld elements) as a 2-D map with 128-byte x 128-row boxes.
 template <typename Op>
-cudaError_t encode_operand(CUtensorMap* map, const void* base, int64_t rows, int64_t K, int64_t ld) {
+cudaError_t encode_operand(CUtensorMap* map, const void* base, int64_t rows, int64_t K, int64_t ld, uint32_t box_rows) {
   const int64_t dims[2] = {K, rows};
   const int64_t strides[2] = {1, rows == 1 ? ((K + 15) / 16) * 16 : ld};  // a lone row never moves
-  const uint32_t box[2] = {kBlockKBytes / Op::kBytes, 128};
+  const uint32_t box[2] = {kBlockKBytes / Op::kBytes, box_rows};
   return encode_tensor_map(map, base, Op::kType, 2, dims, strides, box, TmaSwizzle::B128);
 }
 
 // A [M, K] (row stride lda elements), B [N, K] (ldb): 16-byte aligned, row strides multiples of 16 bytes.
 template <typename T, typename Op>
 cudaError_t run(const void* a, int64_t lda, const void* b, int64_t ldb, const Args& p, cudaStream_t stream) {
+  using Smem = gemm::Smem<Op>;
   CUtensorMap ta, tb;
-  cudaError_t err = encode_operand<Op>(&ta, a, p.M, p.K, lda);
-  if (err == cudaSuccess) err = encode_operand<Op>(&tb, b, p.N, p.K, ldb);
+  cudaError_t err = encode_operand<Op>(&ta, a, p.M, p.K, lda, kBlockM);
+  if (err == cudaSuccess) err = encode_operand<Op>(&tb, b, p.N, p.K, ldb, Op::kBlockN);
   if (err != cudaSuccess) return err;
-  const int m_blocks = int(ceil_div(p.M, kBlockM)), n_blocks = int(ceil_div(p.N, kBlockN));
+  const int m_blocks = int(ceil_div(p.M, kBlockM)), n_blocks = int(ceil_div(p.N, Op::kBlockN));
   const TileOrder order{m_blocks, n_blocks, n_blocks < kMaxGroup ? n_blocks : kMaxGroup};
   const int num_tiles = m_blocks * n_blocks;
   const bool vec_store = is_aligned(p.out, 16) && p.ldo % 8 == 0;
@@ -267,9 +281,10 @@ cudaError_t run(const void* a, int64_t lda, const void* b, int64_t ldb, const Ar
 }
 
 // Sizes the 32-bit tile indices and TMA coordinates cover.
+template <typename Op>
 inline bool sizes_ok(int64_t M, int64_t N, int64_t K) {
-  return M <= (int64_t(1) << 31) - kBlockM && N <= (int64_t(1) << 31) - kBlockN &&
-         ceil_div(M, kBlockM) * ceil_div(N, kBlockN) < (int64_t(1) << 31) && K <= (int64_t(1) << 31) - kBlockKBytes;
+  return M <= (int64_t(1) << 31) - kBlockM && N <= (int64_t(1) << 31) - Op::kBlockN &&
+         ceil_div(M, kBlockM) * ceil_div(N, Op::kBlockN) < (int64_t(1) << 31) && K <= (int64_t(1) << 31) - kBlockKBytes;
 }
 
 }  // namespace gemm

@@ -97,11 +97,16 @@ __device__ __forceinline__ void setmaxnreg_dec() {
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define AC4K_P32 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
   "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define AC4K_P64 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+#define AC4K_P80 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
 #define AC4K_D32 "{" AC4K_P0 "}"
 #define AC4K_D64 "{" AC4K_P0 ", " AC4K_P32 "}"
 // N = 72 / 136: D columns plus 8 (the ones rows that give P's row sums, see mha_int8_x_fp8_fwd.cu).
 #define AC4K_D36 "{" AC4K_P0 ", %32, %33, %34, %35}"
 #define AC4K_D68 "{" AC4K_P0 ", " AC4K_P32 ", %64, %65, %66, %67}"
+// N = 160 / 192: gemm_fp8's wider tiles.
+#define AC4K_D80 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 "}"
+#define AC4K_D96 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 ", " AC4K_P80 "}"
 
 // Operand lists "+r"(d[0]), ... with constraint c.
 #define AC4K_X8(c, d, i) c(d[i]), c(d[i + 1]), c(d[i + 2]), c(d[i + 3]), \
@@ -112,6 +117,8 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 #define AC4K_OPS64(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32)
 #define AC4K_OPS36(c, d) AC4K_X32(c, d, 0), c(d[32]), c(d[33]), c(d[34]), c(d[35])
 #define AC4K_OPS68(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), c(d[64]), c(d[65]), c(d[66]), c(d[67])
+#define AC4K_OPS80(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X8(c, d, 64), AC4K_X8(c, d, 72)
+#define AC4K_OPS96(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X32(c, d, 64)
 #define AC4K_SETP(i) "{\n.reg .pred p;\nsetp.ne.b32 p, " i ", 0;\n"
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T from 8-bit A and B, both K-major in smem: int8 x int8 ->
@@ -126,6 +133,8 @@ __device__ __forceinline__ void setmaxnreg_dec() {
   }
 AC4K_WGMMA_8BIT_SS(wgmma_s8_ss, int32_t, "+r", "s32.s8.s8", "", 64, 128, "%64", "%65", "%66")
 AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 64, 128, "%64", "%65", "%66")
+AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 80, 160, "%80", "%81", "%82")
+AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 96, 192, "%96", "%97", "%98")
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, e4m3 x e4m3 -> f32; A in registers (4 words), B
 // K-major in smem. 8-bit wgmma has no transpose: B must be K-major (V^T for P.V).
@@ -179,16 +188,22 @@ AC4K_WGMMA_16BIT_RS(wgmma_f16_rs, "f16.f16", 0, 64, 128, "{%64, %65, %66, %67}",
 #undef AC4K_WGMMA_E4M3_RS
 #undef AC4K_WGMMA_8BIT_SS
 #undef AC4K_SETP
+#undef AC4K_OPS96
+#undef AC4K_OPS80
 #undef AC4K_OPS68
 #undef AC4K_OPS36
 #undef AC4K_OPS64
 #undef AC4K_OPS32
 #undef AC4K_X32
 #undef AC4K_X8
+#undef AC4K_D96
+#undef AC4K_D80
 #undef AC4K_D68
 #undef AC4K_D36
 #undef AC4K_D64
 #undef AC4K_D32
+#undef AC4K_P80
+#undef AC4K_P64
 #undef AC4K_P32
 #undef AC4K_P0
 
