@@ -65,11 +65,14 @@ struct E4m3Operands {
   static constexpr int kBlockN = AC4K_GEMM_FP8_BLOCK_N;  // 96 + 96 accumulator registers a thread
   static constexpr int kStages = kBlockN > 160 ? 4 : 5;   // 40 KB a stage at n192
 };
+#ifndef AC4K_GEMM_F16_BLOCK_N
+#define AC4K_GEMM_F16_BLOCK_N 256
+#endif
 struct F16Operands {
   static constexpr int kBytes = 2;
   static constexpr ScalarType kType = ScalarType::Float16;
-  static constexpr int kBlockN = 128;  // 64 accumulator registers a thread
-  static constexpr int kStages = 5;
+  static constexpr int kBlockN = AC4K_GEMM_F16_BLOCK_N;  // 128 accumulator registers a thread
+  static constexpr int kStages = kBlockN > 128 ? 3 : 5;   // 48 KB a stage at n256
 };
 
 // What the kernel reads besides the operand maps. The scales are per row / column with a stride
