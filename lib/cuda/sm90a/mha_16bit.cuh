@@ -2,11 +2,11 @@
 // and mha_nvfp4_fwd.cu (NVFP4 operands decoded to fp16, P quantized): FlashAttention-3's schedule
 // (written from its description, no code taken). One CTA an SM owns 128 query rows of one
 // (batch, head) with three warpgroups:
-//   warpgroup 0  producer: one thread issues the TMA loads (Q once, then K_n and V_n, 128 keys
-//                each, into kStages stages on full barriers; a stage is refilled once both
+//   warpgroup 0  producer: one thread issues the TMA loads (Q once, then K_n and V_n, BN =
+//                Policy::kBlockN keys each (128 or 176), into kStages stages on full barriers; a stage is refilled once both
 //                consumers released it on its empty barrier). setmaxnreg.dec to 24 registers.
 //   warpgroups 1, 2  consumers, 64 query rows each (setmaxnreg.inc to 240):
-//     S = Q K^T     wgmma m64n128k16, Q and K from shared memory (K-major, 128-byte swizzle; a
+//     S = Q K^T     wgmma m64nBNk16, Q and K from shared memory (K-major, 128-byte swizzle; a
 //                   D = 128 tile is two 64-column panels, a SW128 TMA box is at most 128 B wide)
 //     softmax       Policy::softmax: FP32 online softmax in the log2 domain
 //     P             Policy::convert: the f32 accumulator layout of 16 columns is the k16 A
@@ -21,7 +21,7 @@
 // overlaps the other's tensor-core work.
 // Masking only on the blocks that need it (the partial last key block, the causal diagonal);
 // keys past Sk are zero-filled by TMA and masked to -inf; a row that sees no key outputs 0 and
-// lse -inf. Epilogue: O * Policy::out_scale / l staged in shared memory, stored as 16-byte row
+// lse -inf. Epilogue: O * Policy::out_scale / l staged in Q's tile, stored as 16-byte row
 // chunks in the caller's layout with row guards. Offsets into q / o / lse are 64-bit.
 //
 // A Policy has: Params (q_view, k_view, o_view, o, lse, sm_scale, causal), In (the wgmma operand

@@ -50,11 +50,12 @@ constexpr int kKeyBlock = D == 128 ? AC4K_BF16_BLOCK_N : 128;
 template <int D>
 constexpr int kKeyBlock = D == 128 ? 176 : 128;
 #endif
+static_assert(kKeyBlock<128> == 128 || kKeyBlock<128> == 176, "wgmma.cuh has m64n128 and m64n176 QK only");
 
-// Online softmax of one 128-key block in the log2 domain, in place: s[i] (the raw score of row
+// Online softmax of one key block (NS / 2 keys a thread's quad) in the log2 domain, in place: s[i] (the raw score of row
 // r = (i/2)%2 -> row0 + 8r, key key0 + 8(i/4) + i%2, key0 = block start + 2*quad) becomes
 // p = 2^(s c - m), c = sm_scale * log2(e) >= 0, m the running row max of s c. alpha: the factor
-// that rescales the previous O and l. l: this thread's partial row sums (its 32 columns), reduced
+// that rescales the previous O and l. l: this thread's partial row sums (its NS / 2 columns), reduced
 // over the quad at the end. Masking (kMask): key offset 8(i/4) + i%2 >= key_end (past Sk) or, for
 // row r, > diag + 8r (causal) -> p = 0.
 template <bool kMask, int NS>
