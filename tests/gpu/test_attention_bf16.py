@@ -55,7 +55,7 @@ CASES = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal
     (1, 1000, 513, 4, 2, 128, "BHND", True),  # causal Sq > Sk with GQA
     (2, 77, 1, 2, 1, 128, "BHND", False),  # one key
     (1, 384, 384, 2, 2, 128, "BNHD", True),  # 176-key steps: the last is wholly masked for rows 256..319
-    (1, 528, 1000, 2, 2, 128, "BHND", False),  # three 176-key blocks exactly in Sq, a partial one in Sk
+    (1, 1000, 528, 2, 2, 128, "BHND", False),  # Sk = three whole 176-key blocks: no masked block
 ]
 
 
