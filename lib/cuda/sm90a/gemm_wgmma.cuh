@@ -55,15 +55,16 @@ constexpr int kMaxGroup = 16;  // n-blocks per band of the tile order
 // Tile width: E4M3 keeps a scratch accumulator beside the FP32 one (2 x kBlockN / 2 registers a
 // thread), FP16 accumulates in place. A wider tile reads less shared memory per product: at n128
 // the two consumers' wgmmas and the TMA fills need ~160 B a clock at the full FP8 rate against
-// ~128 available, at n192 ~138 (docs/perf-notes.md).
+// ~128 available. Measured on the H100 (docs/perf-notes.md, session 16): FP8 n160 (5 stages)
+// +2-27% over n128 and ahead of n192 (4 stages) at most shapes; FP16 n256 +27-33% at M = 32760.
 #ifndef AC4K_GEMM_FP8_BLOCK_N
-#define AC4K_GEMM_FP8_BLOCK_N 192
+#define AC4K_GEMM_FP8_BLOCK_N 160
 #endif
 struct E4m3Operands {
   static constexpr int kBytes = 1;
   static constexpr ScalarType kType = ScalarType::Float8E4M3;
-  static constexpr int kBlockN = AC4K_GEMM_FP8_BLOCK_N;  // 96 + 96 accumulator registers a thread
-  static constexpr int kStages = kBlockN > 160 ? 4 : 5;   // 40 KB a stage at n192
+  static constexpr int kBlockN = AC4K_GEMM_FP8_BLOCK_N;  // 80 + 80 accumulator registers a thread
+  static constexpr int kStages = kBlockN > 160 ? 4 : 5;   // 36 KB a stage at n160
 };
 #ifndef AC4K_GEMM_F16_BLOCK_N
 #define AC4K_GEMM_F16_BLOCK_N 256

@@ -40,17 +40,11 @@ template <int D>
 constexpr int kDefaultSchedule = D == 128 ? kOverlapPingPong : kOverlap;
 #endif
 
-// Keys a step: 176 at D = 128 (FlashAttention-3's choice; the per-step work of the rescale, the
-// row-max shuffles and the barriers spread over 37% more scores, and the 2 x 88 KB stages fit
-// with O staged in Q's tile), 128 at D = 64. -DAC4K_BF16_BLOCK_N=128 builds the old one.
-#ifdef AC4K_BF16_BLOCK_N
-template <int D>
-constexpr int kKeyBlock = D == 128 ? AC4K_BF16_BLOCK_N : 128;
-#else
-template <int D>
-constexpr int kKeyBlock = D == 128 ? 176 : 128;
-#endif
-static_assert(kKeyBlock<128> == 128 || kKeyBlock<128> == 176, "wgmma.cuh has m64n128 and m64n176 QK only");
+// Keys a step (BN): 176 at D = 128 when Sk >= kLongKeys (FlashAttention-3's tile: the per-step work
+// of the rescale, the row-max shuffles and the barriers spread over 37% more scores; the 2 x 88 KB
+// stages fit with O staged in Q's tile), else 128. H100, session 16: 176 gave +2-6% at Sk = 4096-32760
+// and lost 9% at Sk = 512 (three steps instead of four, the pipeline never fills).
+constexpr int64_t kLongKeys = 2048;
 
 // Online softmax of one key block (NS / 2 keys a thread's quad) in the log2 domain, in place: s[i] (the raw score of row
 // r = (i/2)%2 -> row0 + 8r, key key0 + 8(i/4) + i%2, key0 = block start + 2*quad) becomes
@@ -120,11 +114,12 @@ struct Bf16Policy {
   }
 };
 
-template <typename T, int D, int kSchedule>
+template <typename T, int D, int kSchedule, int BN>
 __global__ void __launch_bounds__(kThreads, 1)
 mha_bf16_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                 const __grid_constant__ CUtensorMap tm_v, const MhaBf16Params p) {
-  mha_16bit_body<Bf16Policy<T, kKeyBlock<D>>, D, kSchedule>(tm_q, tm_k, tm_v, p);
+  static_assert(BN == 128 || BN == 176, "wgmma.cuh has m64n128 and m64n176 QK only");
+  mha_16bit_body<Bf16Policy<T, BN>, D, kSchedule>(tm_q, tm_k, tm_v, p);
 }
 
 // [B, S, H, D] of q, k or v as a 4-D tensor map with boxes of `rows` rows of one 64-column panel. A
@@ -137,15 +132,15 @@ cudaError_t encode_view(CUtensorMap* map, const void* base, ScalarType dtype, co
   return encode_tensor_map(map, base, dtype, 4, dims, strides, box, TmaSwizzle::B128);
 }
 
-template <typename T, int D, int kSchedule>
+template <typename T, int D, int kSchedule, int BN>
 cudaError_t launch(const MhaBf16Params& p, cudaStream_t stream) {
   CUtensorMap tq, tk, tv;
   cudaError_t err = encode_view(&tq, p.q, p.dtype, p.q_view, kBlockM);
-  if (err == cudaSuccess) err = encode_view(&tk, p.k, p.dtype, p.k_view, kKeyBlock<D>);
-  if (err == cudaSuccess) err = encode_view(&tv, p.v, p.dtype, p.v_view, kKeyBlock<D>);
+  if (err == cudaSuccess) err = encode_view(&tk, p.k, p.dtype, p.k_view, BN);
+  if (err == cudaSuccess) err = encode_view(&tv, p.v, p.dtype, p.v_view, BN);
   if (err != cudaSuccess) return err;
-  auto kernel = mha_bf16_kernel<T, D, kSchedule>;
-  constexpr int smem = Layout<D, kKeyBlock<D>>::kBytes;
+  auto kernel = mha_bf16_kernel<T, D, kSchedule, BN>;
+  constexpr int smem = Layout<D, BN>::kBytes;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
@@ -175,11 +170,14 @@ cudaError_t mha_bf16_fwd(const MhaBf16Params& params, cudaStream_t stream) {
   if (q.B > 65535 || q.H > 65535 || k.S > (int64_t(1) << 31) - 256 ||
       q.S > (int64_t(1) << 31) - sm90a::kBlockM) return cudaErrorNotSupported;
   using sm90a::kDefaultSchedule;
-  if (q.D == 128)
-    return bf16 ? sm90a::launch<__nv_bfloat16, 128, kDefaultSchedule<128>>(p, stream)
-                : sm90a::launch<__half, 128, kDefaultSchedule<128>>(p, stream);
-  return bf16 ? sm90a::launch<__nv_bfloat16, 64, kDefaultSchedule<64>>(p, stream)
-              : sm90a::launch<__half, 64, kDefaultSchedule<64>>(p, stream);
+  if (q.D == 128) {
+    constexpr int S = kDefaultSchedule<128>;
+    if (k.S >= sm90a::kLongKeys)
+      return bf16 ? sm90a::launch<__nv_bfloat16, 128, S, 176>(p, stream) : sm90a::launch<__half, 128, S, 176>(p, stream);
+    return bf16 ? sm90a::launch<__nv_bfloat16, 128, S, 128>(p, stream) : sm90a::launch<__half, 128, S, 128>(p, stream);
+  }
+  return bf16 ? sm90a::launch<__nv_bfloat16, 64, kDefaultSchedule<64>, 128>(p, stream)
+              : sm90a::launch<__half, 64, kDefaultSchedule<64>, 128>(p, stream);
 }
 
 }  // namespace ac4k
