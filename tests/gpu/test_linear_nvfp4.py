@@ -88,6 +88,20 @@ def test_gemm_nvfp4_decoded_in_chunks():
     _check(out, _want32(aq, bq, bias), torch.bfloat16)
 
 
+@pytest.mark.parametrize("M,with_bias", [(100, True), (8300, False)])
+def test_gemm_nvfp4_weight_decoded_in_chunks(M, with_bias):
+    # A weight of 8300 x 16384 decodes to 272 MB of FP16: B in two chunks of 4224 and 4076 rows, each
+    # its own GEMM over output columns [n0, n0 + nc) (bias offset with them); at M = 8300 A is chunked
+    # as well and decoded again for the second B chunk.
+    N, K = 8300, 16384
+    aq = _operand(M, K, seed=23)
+    bq = _operand(N, K, seed=24, scale=0.05)
+    bias = torch.randn(N, device="cuda", dtype=torch.bfloat16) if with_bias else None
+    out = torch.full((M, N), float("nan"), device="cuda", dtype=torch.bfloat16)
+    torch.ops.ac4k.gemm_nvfp4_out(*_args(aq, bq), bias, out)
+    _check(out, _want32(aq, bq, bias), torch.bfloat16)
+
+
 def test_gemm_nvfp4_wide_scale_range():
     # Rows spanning 2^-12 .. 2^12 (block scales from E4M3 subnormals to the top): the decode stays exact.
     g = torch.Generator(device="cuda").manual_seed(11)

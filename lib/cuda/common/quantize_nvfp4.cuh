@@ -239,12 +239,6 @@ __global__ void __launch_bounds__(kThreads, kDense ? kCtasPerSm : kCtasPerSmStri
   }
 }
 
-inline int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess ? n : 132;
-}
-
 template <typename T, bool kDense>
 cudaError_t launch(const QuantizeNvfp4Params& p, const Nvfp4Geometry& g, cudaStream_t stream) {
   const int64_t max_grid = int64_t(sm_count()) * kCtasPerSm;

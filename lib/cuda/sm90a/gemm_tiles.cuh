@@ -33,12 +33,5 @@ __device__ __forceinline__ float load_bias(const void* bias, ScalarType dtype, i
   return __bfloat162float(static_cast<const __nv_bfloat16*>(bias)[n]);
 }
 
-// SMs of the current device (the persistent grids' size).
-inline int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 132;
-}
-
 }  // namespace sm90a
 }  // namespace ac4k

@@ -3,8 +3,8 @@
 // cores, so the operands are decoded exactly to FP16 (sm90a/nvfp4_decode.cuh) and fed to f16 wgmma
 // with FP32 accumulation: the products and sums are the Blackwell kernel's up to summation order.
 //
-// Two kernels. decode_kernel turns Q, K and V^T into FP16 (e2m1 * block scale, exact; the global
-// scales stay apart) in the op's scratch, once: decoding inside the attention kernel repeated it
+// Two kernels. decode_kernel (sm90a/nvfp4_decode.cuh, shared with gemm_nvfp4) turns Q, K and V^T
+// into FP16 (e2m1 * block scale, exact; the global scales stay apart) in the op's scratch, once: decoding inside the attention kernel repeated it
 // for every 128-row query block (Sq / 128 times); on the H100 at S = 32760 that version ran at 311
 // TFLOPS, this one at 466 with the pass included (docs/perf-notes.md). The
 // attention kernel is then sm90a/mha_16bit.cuh's (mha_bf16_fwd's schedule: TMA producer warpgroup,
@@ -145,57 +145,12 @@ __device__ __forceinline__ void quantize_p(const float (&s)[kBlockN / 2], const 
   }
 }
 
-// ---- the decode pass ----
-
-// A packed NVFP4 tensor seen as [B, H, S rows, C columns] (element strides in bytes; scales the
-// same with C / 16 a row), decoded to FP16 [B, H, S, C] contiguous.
-struct DecodeView {
-  const uint8_t* vals;
-  const uint8_t* sf;
-  TokenView v, s;  // D = C (columns)
-  __half* out;
-};
-
-// One thread per 16-block: 8 packed bytes and a scale byte in, 32 bytes out, in natural order.
-__global__ void __launch_bounds__(256) decode_kernel(const DecodeView d) {
-  const int nblk = int(d.v.D / 16);
-  const int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
-  if (idx >= d.v.S * nblk) return;
-  const int64_t row = idx / nblk;
-  const int c = int(idx - row * nblk);
-  const int h = blockIdx.y, b = blockIdx.z;
-  const uint2 w = *reinterpret_cast<const uint2*>(d.vals + b * d.v.stride_b + h * d.v.stride_h + row * d.v.stride_s + 8 * c);
-  const uint32_t sf = d.sf[b * d.s.stride_b + h * d.s.stride_h + row * d.s.stride_s + c];
-  uint32_t o[8];
-  decode16(w.x, w.y, sf, o);
-  // decode16's pairs (0,2) (4,6) (1,3) (5,7) | (8,10) ... -> (0,1) (2,3) ... 
-  uint4 lo, hi;
-  lo.x = __byte_perm(o[0], o[2], 0x5410);
-  lo.y = __byte_perm(o[0], o[2], 0x7632);
-  lo.z = __byte_perm(o[1], o[3], 0x5410);
-  lo.w = __byte_perm(o[1], o[3], 0x7632);
-  hi.x = __byte_perm(o[4], o[6], 0x5410);
-  hi.y = __byte_perm(o[4], o[6], 0x7632);
-  hi.z = __byte_perm(o[5], o[7], 0x5410);
-  hi.w = __byte_perm(o[5], o[7], 0x7632);
-  uint4* dst = reinterpret_cast<uint4*>(d.out + ((int64_t(b) * d.v.H + h) * d.v.S + row) * d.v.D + 16 * c);
-  dst[0] = lo;
-  dst[1] = hi;
-}
-
-cudaError_t decode(const uint8_t* vals, const uint8_t* sf, const TokenView& v, const TokenView& s, __half* out,
-                   cudaStream_t stream) {
-  DecodeView d{vals, sf, v, s, out};
-  const int64_t n = v.S * (v.D / 16);
-  decode_kernel<<<dim3(unsigned(ceil_div(n, int64_t(256))), unsigned(v.H), unsigned(v.B)), 256, 0, stream>>>(d);
-  return last_launch_error();
-}
-
 template <typename T>
 struct Nvfp4Policy {
   using Params = MhaNvfp4Params;
   using In = __half;
   using Out = T;
+  static constexpr int kBlockN = mha16::kBlockN;
   static constexpr bool kVt = true;
   static constexpr bool kQuadInKey0 = false;
   struct PState {
@@ -257,7 +212,7 @@ cudaError_t launch(const MhaNvfp4Params& p, cudaStream_t stream) {
   if (err == cudaSuccess) err = encode_f16(&tv, v16, k.B, k.H, D, p.s_pad, D);  // box: 64 keys x D rows
   if (err != cudaSuccess) return err;
   auto kernel = mha_nvfp4_kernel<T, D, kDefaultSchedule<D>>;
-  constexpr int smem = Layout<D>::kBytes;
+  constexpr int smem = Layout<D, kBlockN>::kBytes;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(ceil_div(q.S, kBlockM)), unsigned(q.H), unsigned(q.B));

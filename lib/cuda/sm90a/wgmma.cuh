@@ -97,11 +97,21 @@ __device__ __forceinline__ void setmaxnreg_dec() {
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define AC4K_P32 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
   "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define AC4K_P64 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+#define AC4K_P80 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+#define AC4K_P96 "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, " \
+  "%111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
 #define AC4K_D32 "{" AC4K_P0 "}"
 #define AC4K_D64 "{" AC4K_P0 ", " AC4K_P32 "}"
 // N = 72 / 136: D columns plus 8 (the ones rows that give P's row sums, see mha_int8_x_fp8_fwd.cu).
 #define AC4K_D36 "{" AC4K_P0 ", %32, %33, %34, %35}"
 #define AC4K_D68 "{" AC4K_P0 ", " AC4K_P32 ", %64, %65, %66, %67}"
+// N = 160 / 192 / 256: the GEMMs' wider tiles.
+#define AC4K_D80 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 "}"
+#define AC4K_D96 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 ", " AC4K_P80 "}"
+#define AC4K_D128 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 ", " AC4K_P80 ", " AC4K_P96 "}"
+// N = 176: mha_bf16_fwd's key block at D = 128.
+#define AC4K_D88 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 ", %80, %81, %82, %83, %84, %85, %86, %87}"
 
 // Operand lists "+r"(d[0]), ... with constraint c.
 #define AC4K_X8(c, d, i) c(d[i]), c(d[i + 1]), c(d[i + 2]), c(d[i + 3]), \
@@ -112,6 +122,10 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 #define AC4K_OPS64(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32)
 #define AC4K_OPS36(c, d) AC4K_X32(c, d, 0), c(d[32]), c(d[33]), c(d[34]), c(d[35])
 #define AC4K_OPS68(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), c(d[64]), c(d[65]), c(d[66]), c(d[67])
+#define AC4K_OPS80(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X8(c, d, 64), AC4K_X8(c, d, 72)
+#define AC4K_OPS96(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X32(c, d, 64)
+#define AC4K_OPS128(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X32(c, d, 64), AC4K_X32(c, d, 96)
+#define AC4K_OPS88(c, d) AC4K_OPS80(c, d), AC4K_X8(c, d, 80)
 #define AC4K_SETP(i) "{\n.reg .pred p;\nsetp.ne.b32 p, " i ", 0;\n"
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T from 8-bit A and B, both K-major in smem: int8 x int8 ->
@@ -126,6 +140,8 @@ __device__ __forceinline__ void setmaxnreg_dec() {
   }
 AC4K_WGMMA_8BIT_SS(wgmma_s8_ss, int32_t, "+r", "s32.s8.s8", "", 64, 128, "%64", "%65", "%66")
 AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 64, 128, "%64", "%65", "%66")
+AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 80, 160, "%80", "%81", "%82")
+AC4K_WGMMA_8BIT_SS(wgmma_e4m3_ss, float, "+f", "f32.e4m3.e4m3", ", 1, 1", 96, 192, "%96", "%97", "%98")
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T, e4m3 x e4m3 -> f32; A in registers (4 words), B
 // K-major in smem. 8-bit wgmma has no transpose: B must be K-major (V^T for P.V).
@@ -153,6 +169,9 @@ AC4K_WGMMA_E4M3_RS(68, 136, "{%68, %69, %70, %71}", "%72", "%73")
   }
 AC4K_WGMMA_16BIT_SS(wgmma_bf16_ss, "bf16.bf16", 64, 128, "%64", "%65", "%66")
 AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 64, 128, "%64", "%65", "%66")
+AC4K_WGMMA_16BIT_SS(wgmma_bf16_ss, "bf16.bf16", 88, 176, "%88", "%89", "%90")
+AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 88, 176, "%88", "%89", "%90")
+AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 128, 256, "%128", "%129", "%130")
 
 // RS: D[64 x N] (+)= A[64 x 16] . B, A in registers (4 words of 2 elements: a[0] row r, k
 // 2(l%4)..+1; a[1] row r+8; a[2] / a[3] the same at k + 8 -- i.e. the f32 accumulator layout of
@@ -179,16 +198,27 @@ AC4K_WGMMA_16BIT_RS(wgmma_f16_rs, "f16.f16", 0, 64, 128, "{%64, %65, %66, %67}",
 #undef AC4K_WGMMA_E4M3_RS
 #undef AC4K_WGMMA_8BIT_SS
 #undef AC4K_SETP
+#undef AC4K_OPS128
+#undef AC4K_OPS88
+#undef AC4K_OPS96
+#undef AC4K_OPS80
 #undef AC4K_OPS68
 #undef AC4K_OPS36
 #undef AC4K_OPS64
 #undef AC4K_OPS32
 #undef AC4K_X32
 #undef AC4K_X8
+#undef AC4K_D128
+#undef AC4K_D88
+#undef AC4K_D96
+#undef AC4K_D80
 #undef AC4K_D68
 #undef AC4K_D36
 #undef AC4K_D64
 #undef AC4K_D32
+#undef AC4K_P80
+#undef AC4K_P64
+#undef AC4K_P96
 #undef AC4K_P32
 #undef AC4K_P0
 
