@@ -2,18 +2,19 @@
 // (operands decoded exactly to FP16 first): out = (A B^T) * a_scale[m] * b_scale[n] + bias[n], A [M, K]
 // and B [N, K] both K-major, out bf16 / fp16.
 //
-// Written from the DeepGEMM / CUTLASS descriptions (no code taken): one CTA an SM walks 128x128
-// output tiles (blockIdx.x, + gridDim.x, ...) with three warpgroups:
-//   warpgroup 0      producer: one thread issues the TMA loads of A (128 rows) and B (128 rows) for
+// Written from the DeepGEMM / CUTLASS descriptions (no code taken): one CTA an SM walks 128 x BN
+// output tiles (blockIdx.x, + gridDim.x, ...; BN = Op::kBlockN: 160 for E4M3, 256 for FP16) with three
+// warpgroups:
+//   warpgroup 0      producer: one thread issues the TMA loads of A (128 rows) and B (BN rows) for
 //                    each 128-byte-wide K block into kStages stages on full barriers, running ahead
 //                    across tiles; a stage is refilled once all eight consumer warps released it.
 //                    setmaxnreg.dec to 40 registers.
 //   warpgroups 1, 2  consumers, 64 rows of the tile each (setmaxnreg.inc to 232): per K block four
-//                    wgmma from shared memory (128-byte swizzle). E4M3: m64n128k32 into a scratch
+//                    wgmma from shared memory (128-byte swizzle). E4M3: m64nBNk32 into a scratch
 //                    accumulator, then added into the FP32 accumulator: Hopper's FP8 wgmma adds its
 //                    products with a narrower accumulator (about 22 bits kept), and promoting every
 //                    128 of K bounds the loss (DeepGEMM's fix); while one consumer adds, the other's
-//                    wgmmas keep the tensor cores busy. FP16: m64n128k16 straight into the FP32
+//                    wgmmas keep the tensor cores busy. FP16: m64nBNk16 straight into the FP32
 //                    accumulator (16-bit wgmma accumulates in full FP32).
 // Epilogue (per consumer warp, its 16 rows): acc * a_scale * b_scale + bias in FP32 (the references'
 // order), rounded to bf16 / fp16, staged in shared memory, stored as 16-byte row chunks (coalesced)
