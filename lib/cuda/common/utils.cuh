@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "ac4k_kernel/types.h"
@@ -55,11 +56,16 @@ struct FastDiv {
   __device__ __forceinline__ uint32_t div(uint32_t n) const { return d == 1 ? n : __umulhi(n, mul) >> shr; }
 };
 
-// SMs of the current device (the persistent grids' size).
+// SMs of the current device (the persistent grids' size), queried once per device: launchers call
+// it on every launch.
 inline int sm_count() {
+  static std::atomic<int> memo[64];  // zero until the device's first query
   int dev = 0, n = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  return cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && n > 0 ? n : 132;
+  if (dev >= 0 && dev < 64 && (n = memo[dev].load(std::memory_order_relaxed)) > 0) return n;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) return 132;
+  if (dev >= 0 && dev < 64) memo[dev].store(n, std::memory_order_relaxed);
+  return n;
 }
 
 }  // namespace ac4k

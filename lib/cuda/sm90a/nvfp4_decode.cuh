@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(256) decode_kernel(const DecodeView d) {
   const uint32_t sf = d.sf[b * d.s.stride_b + h * d.s.stride_h + row * d.s.stride_s + c];
   uint32_t o[8];
   decode16(w.x, w.y, sf, o);
-  // decode16's pairs (0,2) (4,6) (1,3) (5,7) | (8,10) ... -> (0,1) (2,3) ... 
+  // decode16's pairs (0,2) (4,6) (1,3) (5,7) | (8,10) ... -> (0,1) (2,3) ...
   uint4 lo, hi;
   lo.x = __byte_perm(o[0], o[2], 0x5410);
   lo.y = __byte_perm(o[0], o[2], 0x7632);
