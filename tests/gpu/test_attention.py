@@ -113,6 +113,14 @@ def test_attention_kv_quantizer_many_heads(D, Sk):
     _check_kv(k, v, "BNHD")
 
 
+@pytest.mark.parametrize("D,Sk", [(128, 4096), (64, 8192)])
+def test_attention_kv_quantizer_rounds(D, Sk):
+    """Wan's shape (40 heads, several tiles a CTA): more items than resident clusters, so the tile
+    ring runs across items with a CTA's tiles wrapping it at any offset."""
+    _, k, v = _qkv(1, 1, Sk, 40, 40, D, "BNHD", seed=Sk + D, k_bias=2.0)
+    _check_kv(k, v, "BNHD")
+
+
 def test_attention_kv_quantizer_strided_fp16():
     """k, v as views into one packed qkv tensor (token stride 3 H D), fp16."""
     qkv = torch.randn(2, 700, 3, 3, 64, device="cuda", dtype=torch.float16)
