@@ -54,7 +54,7 @@ CASES = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal
     (1, 513, 1000, 2, 2, 128, "BNHD", True),  # several stage wraps, diagonal blocks
     (1, 1000, 513, 4, 2, 128, "BHND", True),  # causal Sq > Sk with GQA
     (2, 77, 1, 2, 1, 128, "BHND", False),  # one key
-    # Sk >= 2048 at D = 128 takes 176-key steps:
+    # Long odd cases (variant bf16_n176 takes 176-key steps from Sk >= 2048 at D = 128):
     (1, 2112, 2112, 2, 2, 128, "BNHD", True),  # 12 whole blocks; causal blocks wholly masked for one consumer
     (2, 129, 4097, 2, 1, 128, "BHND", False),  # GQA, a 49-key last block
     (1, 300, 2048, 3, 3, 128, "BNHD", True),  # causal Sq < Sk at the threshold
