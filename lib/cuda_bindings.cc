@@ -156,6 +156,19 @@ ac4k::TokenView token_view(const at::Tensor& t, const std::string& layout, const
   return v;
 }
 
+// per_channel of a 2-D [T, C] with C > 256 (a linear layer's activation): the columns regrouped as
+// heads of D' channels, [1, T, C / D', D'] (D' the largest multiple of 8 up to 256 dividing C), so
+// that the kernels' head-dim limit still holds. The statistic is per column either way, and the
+// scales [C] are [1, C / D', D'] in the same order.
+void split_wide_columns(ac4k::TokenView& v) {
+  if (v.D <= 256 || v.D % 8 != 0) return;
+  int64_t d = 256;
+  while (v.D % d != 0) d -= 8;
+  v.H = v.D / d;
+  v.stride_h = d;
+  v.D = d;
+}
+
 std::vector<int64_t> scale_shape_8bit(const at::Tensor& x, Granularity g, int64_t block_size, const std::string& layout,
                                       const char* op) {
   if (g == Granularity::PerToken) return std::vector<int64_t>(x.sizes().begin(), x.sizes().end() - 1);
@@ -193,12 +206,16 @@ void quantize_8bit_out(const char* op, Launcher8 launch, at::ScalarType qdtype, 
   } else {
     p.xv = token_view(x, layout, op, "x");
     p.qv = token_view(out, layout, op, "out");
+    if (g == Granularity::PerChannel && x.dim() == 2) {
+      split_wide_columns(p.xv);
+      split_wide_columns(p.qv);
+    }
     p.block_size = static_cast<int32_t>(block_size);
   }
   const cudaError_t err = launch(p, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op, ": not supported for these arguments on " AC4K_ARCH_NAME
               " (per_token rows up to 32768 elements, 8192 if the row is not a multiple of 8; per_block / "
-              "per_channel need D % 8 == 0, D <= 256, 16-byte aligned rows; per_block: block_size <= 4096 / ceil_pow2(D / 8))");
+              "per_channel need D % 8 == 0, D <= 256 (2-D per_channel: C <= 256 or C % 8 == 0), 16-byte aligned rows; per_block: block_size <= 4096 / ceil_pow2(D / 8))");
   check_cuda_call(err, op);
 }
 

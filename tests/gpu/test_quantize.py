@@ -106,6 +106,18 @@ def test_quantize_8bit_per_channel_bitexact(shape, layout, precision):
     _check_8bit(x.half(), precision, granularity="per_channel", layout=layout, use_out=True)
 
 
+@pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
+@pytest.mark.parametrize("shape", [(33, 5120), (7, 13824), (40, 4104), (1, 264)])
+def test_quantize_8bit_per_channel_wide_2d(shape, precision):
+    """A linear activation [T, C] per column, C > 256: the binding regroups the columns into heads of
+    256 (5120, 13824), 216 (4104 = 19 x 216) or 88 (264 = 3 x 88) channels; also a strided row view."""
+    x = _rand(shape, torch.bfloat16, 13)
+    _check_8bit(x, precision, granularity="per_channel")
+    _check_8bit(x.half(), precision, granularity="per_channel", use_out=True)
+    wide = _rand((shape[0], shape[1] + 24), torch.bfloat16, 14)[:, 8:8 + shape[1]]  # rows 16-byte aligned
+    _check_8bit(wide, precision, granularity="per_channel")
+
+
 @pytest.mark.parametrize("granularity", ["per_block", "per_channel"])
 def test_quantize_8bit_token_granularities_strided(granularity):
     qkv = _rand((2, 67, 3, 5, 128), torch.bfloat16, 5)
@@ -332,6 +344,9 @@ def test_quantize_int8_errors():
             ac4k_kernel.quantize(x.reshape(1, 4, 1, 64), precision="fp8e4m3", granularity="per_block", block_size=1024)
         with pytest.raises(RuntimeError, match="not supported"):
             ac4k_kernel.quantize(long_rows, precision="int8")
+        with pytest.raises(RuntimeError, match="not supported"):  # C > 256 and not a multiple of 8
+            ac4k_kernel.quantize(torch.randn(4, 300, device="cuda", dtype=torch.bfloat16), precision="int8",
+                                 granularity="per_channel")
     else:  # sm89 reads such a group twice instead: any size, the reference's bits
         _check_8bit(x.reshape(1, 4, 1, 64), "fp8e4m3", granularity="per_block", block_size=1024)
         _check_8bit(long_rows, "int8")
