@@ -106,6 +106,15 @@ def test_quantize_8bit_per_channel_bitexact(shape, layout, precision):
     _check_8bit(x.half(), precision, granularity="per_channel", layout=layout, use_out=True)
 
 
+@pytest.mark.parametrize("shape,layout", [((1, 40000, 3, 128), "BNHD"), ((2, 2, 23000, 64), "BHND")])
+def test_quantize_8bit_per_channel_long(shape, layout):
+    """Heads of 3-10 MB: several slabs of sm90a's one-launch kernel (a slab is about the GPU's
+    in-flight window, ~8 MB), so Q tasks wait on R tasks of other CTAs, with a partial last slab."""
+    x = _rand(shape, torch.bfloat16, 17)
+    _check_8bit(x, "fp8e4m3", granularity="per_channel", layout=layout)
+    _check_8bit(x, "int8", granularity="per_channel", layout=layout, use_out=True)
+
+
 @pytest.mark.parametrize("precision", ["int8", "fp8e4m3"])
 @pytest.mark.parametrize("shape", [(33, 5120), (7, 13824), (40, 4104), (1, 264)])
 def test_quantize_8bit_per_channel_wide_2d(shape, precision):
