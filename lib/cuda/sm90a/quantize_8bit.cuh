@@ -148,8 +148,10 @@ __global__ void __launch_bounds__(kThreads) quantize_per_block_kernel(const Quan
   constexpr int kRows = kThreads / RT;
   const TokenView& xv = p.xv;
   const int64_t nblk = ceil_div(xv.S, p.block_size);
-  const int64_t g = blockIdx.x;
-  const int64_t blk = g % nblk, h = (g / nblk) % xv.H, b = g / (nblk * xv.H);
+  // Heads fastest: neighbouring CTAs read neighbouring 256-byte pieces of the same token rows in
+  // BNHD (one contiguous stream, as the per-token kernel reads it); scales stay [B, H, nblk].
+  const int64_t h = blockIdx.x % xv.H, blk = (blockIdx.x / xv.H) % nblk, b = blockIdx.x / (nblk * xv.H);
+  const int64_t g = (b * xv.H + h) * nblk + blk;
   const int64_t s_end = min(xv.S, (blk + 1) * p.block_size);
   const int c = threadIdx.x % RT;
   const bool col_in = c * 8 < xv.D;
