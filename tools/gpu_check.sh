@@ -2,7 +2,7 @@
 # One device call: build the extension, run the GPU tests (and once under compute-sanitizer),
 # the benchmarks and the main command; results under $OUT (default ./results).
 #   STAGES="build test sanitize racecheck bench main profile variants sm89" bash tools/gpu_check.sh
-#   (default: all but profile, variants and sm89)
+#   (unset: all but profile, variants and sm89; STAGES="" runs none, only BENCH2_ARGS / BENCH3_ARGS)
 # Extra pytest / bench args: TEST_K, PYTEST_ARGS, BENCH_ARGS, SM89_TEST_K, SM89_SANITIZE_K,
 # SM89_BENCH_ARGS, BENCH2_ARGS, BENCH3_ARGS; PREBUILT / PREBUILT_VARIANTS (built here by
 # tools/prebuild.sh), DEADLINE (below). Needs: python3 with torch, nvcc, a GPU.
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/results}
 mkdir -p "$OUT"
-STAGES=${STAGES:-"build test sanitize racecheck bench main"}
+STAGES=${STAGES-"build test sanitize racecheck bench main"}  # set but empty: no stage (BENCH2/3 only)
 LOG="$OUT/run.log"
 export PYTHONUNBUFFERED=1
 status=()
