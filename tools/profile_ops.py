@@ -7,6 +7,7 @@ runs this under ncu; PROFILE_REGEX picks the kernels to profile).
     python tools/profile_ops.py gemm_nvfp4 [M] [N] [K]
     python tools/profile_ops.py gemm_fp8 [M] [N] [K]     # ours and torch._scaled_mm rowwise, accurate then fast
     python tools/profile_ops.py kv [S] [D]           # the K/V pass (quantize_attention_kv), B=1 H=40
+    python tools/profile_ops.py per_channel [S] [D]  # quantize(x, "fp8e4m3", granularity="per_channel"), B=1 H=40
 """
 import sys
 
@@ -43,6 +44,11 @@ elif case == "kv":
     S, D = (args + [4096, 128][len(args):])[:2]
     k, v = (torch.randn(1, S, 40, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+elif case == "per_channel":
+    # The one-launch per_channel variant (ch_l2) against the two-pass kernel: where its tasks wait.
+    S, D = (args + [32760, 128][len(args):])[:2]
+    x = torch.randn(1, S, 40, D, device="cuda", dtype=torch.bfloat16)
+    ac4k_kernel.quantize(x, precision="fp8e4m3", granularity="per_channel")
 elif case == "gemm_nvfp4":
     M, N, K = (args + [32760, 5120, 5120][len(args):])[:3]
     x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
