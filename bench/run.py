@@ -58,6 +58,7 @@ def _bench_quantizer(op: str, shape, kw: dict, ref_fn, out_bytes_per_elem: float
 
 
 ATT = (1, 32760, 40, 128)  # Wan 14B attention: B, S, H, D (BNHD)
+ATT_BHND = (1, 40, 32760, 128)
 ACT = (32760, 5120)  # a linear layer's activation
 
 
@@ -68,11 +69,14 @@ def bench_quantize(iters: int):
         (ATT, dict(precision="int8"), lambda t: r.quantize_int8(t), 1, ATT[0] * ATT[1] * ATT[2] * 4),
         (ACT, dict(precision="int8"), lambda t: r.quantize_int8(t), 1, ACT[0] * 4),
         (ACT, dict(precision="fp8e4m3"), lambda t: r.quantize_fp8(t), 1, ACT[0] * 4),
-        # per block of tokens (attention Q / K), both layouts' strides covered by BNHD here
+        # per block of tokens (attention Q / K), BNHD then BHND
         (ATT, dict(precision="int8", granularity="per_block", block_size=64), lambda t: r.quantize_int8(t, "per_block", 64),
          1, 40 * 512 * 4),
         (ATT, dict(precision="int8", granularity="per_block", block_size=128),
          lambda t: r.quantize_int8(t, "per_block", 128), 1, 40 * 256 * 4),
+        # BHND (a head's tokens contiguous): the CTA order was tuned on BNHD
+        (ATT_BHND, dict(precision="int8", granularity="per_block", block_size=64, layout="BHND"),
+         lambda t: r.quantize_int8(t, "per_block", 64, "BHND"), 1, 40 * 512 * 4),
         # per channel over all tokens (attention V): x is read twice by design
         (ATT, dict(precision="fp8e4m3", granularity="per_channel"), lambda t: r.quantize_fp8(t, "per_channel"), 1,
          40 * 128 * 4),
@@ -83,7 +87,11 @@ def bench_quantize(iters: int):
     ]
     rows = []
     for shape, kw, fn, ob, sb in cases:
+        if QUANT_FILTER and not any(f"{k}={v}" in QUANT_FILTER.split("|") for k, v in kw.items()):
+            continue
         rows += _bench_quantizer("", shape, kw, fn, ob, sb, iters)
+    if QUANT_FILTER:
+        return rows
     # NVFP4 with a given (calibrated) global scale: one pass over x.
     gs = torch.tensor([0.01], device="cuda")
     rows += _bench_quantizer("quantize nvfp4 given global_scale", ACT, dict(precision="nvfp4", global_scale=gs),
@@ -469,6 +477,7 @@ BENCHES = {"quantize": bench_quantize, "attention": bench_attention, "accuracy":
            "rope": bench_rope, "linear": bench_linear,
            "linear_nvfp4": bench_linear_nvfp4}
 OURS_ONLY = False  # --ours-only: attention / linear rows of ac4k alone (comparing builds of ac4k)
+QUANT_FILTER = ""  # --quant: quantize cases with one of these "key=value" arguments ("a|b")
 IMPL_FILTER = ""  # --impl: attention / accuracy rows whose impl name contains this (or one of "a|b")
 
 
@@ -501,8 +510,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ours-only", action="store_true", help="attention, linear, quantize: time ac4k alone, no anchors")
     ap.add_argument("--impl", default="", help="attention / accuracy: only the rows whose impl name contains this (or one of 'a|b') "
                     "(e.g. 'bf16': ac4k bf16 and the SDPA bf16 anchors)")
+    ap.add_argument("--quant", default="", help="quantize: only the cases with one of these arguments, e.g. "
+                    "'granularity=per_channel|layout=BHND'")
     args = ap.parse_args(argv)
-    global OURS_ONLY, IMPL_FILTER
+    global OURS_ONLY, IMPL_FILTER, QUANT_FILTER
+    QUANT_FILTER = args.quant
     OURS_ONLY = args.ours_only
     IMPL_FILTER = args.impl
     if not torch.cuda.is_available():
