@@ -2,11 +2,11 @@
 // and mha_nvfp4_fwd.cu (NVFP4 operands decoded to fp16, P quantized): FlashAttention-3's schedule
 // (written from its description, no code taken). One CTA an SM owns 128 query rows of one
 // (batch, head) with three warpgroups:
-//   warpgroup 0  producer: one thread issues the TMA loads (Q once, then K_n and V_n, 128 keys
-//                each, into kStages stages on full barriers; a stage is refilled once both
+//   warpgroup 0  producer: one thread issues the TMA loads (Q once, then K_n and V_n, BN =
+//                Policy::kBlockN keys each (128 or 176), into kStages stages on full barriers; a stage is refilled once both
 //                consumers released it on its empty barrier). setmaxnreg.dec to 24 registers.
 //   warpgroups 1, 2  consumers, 64 query rows each (setmaxnreg.inc to 240):
-//     S = Q K^T     wgmma m64n128k16, Q and K from shared memory (K-major, 128-byte swizzle; a
+//     S = Q K^T     wgmma m64nBNk16, Q and K from shared memory (K-major, 128-byte swizzle; a
 //                   D = 128 tile is two 64-column panels, a SW128 TMA box is at most 128 B wide)
 //     softmax       Policy::softmax: FP32 online softmax in the log2 domain
 //     P             Policy::convert: the f32 accumulator layout of 16 columns is the k16 A
@@ -21,7 +21,7 @@
 // overlaps the other's tensor-core work.
 // Masking only on the blocks that need it (the partial last key block, the causal diagonal);
 // keys past Sk are zero-filled by TMA and masked to -inf; a row that sees no key outputs 0 and
-// lse -inf. Epilogue: O * Policy::out_scale / l staged in shared memory, stored as 16-byte row
+// lse -inf. Epilogue: O * Policy::out_scale / l staged in Q's tile, stored as 16-byte row
 // chunks in the caller's layout with row guards. Offsets into q / o / lse are 64-bit.
 //
 // A Policy has: Params (q_view, k_view, o_view, o, lse, sm_scale, causal), In (the wgmma operand
@@ -50,26 +50,27 @@ namespace sm90a {
 namespace mha16 {
 
 constexpr int kBlockM = 128;  // query rows per CTA: two consumer warpgroups of 64
-constexpr int kBlockN = 128;  // keys per step
+constexpr int kBlockN = 128;  // keys per step unless a Policy says otherwise (Policy::kBlockN)
 constexpr int kThreads = 384;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Bit 0: intra-warpgroup overlap, bit 1: ping-pong between the consumers.
 enum Schedule : int { kSerial = 0, kOverlap = 1, kPingPong = 2, kOverlapPingPong = 3 };
 
-template <int D>
+// BN keys a step. O is staged in Q's tile (each consumer in its own 64 rows, once its last QK is
+// done), so that 176-key stages fit at D = 128.
+template <int D, int BN>
 struct Layout {
   static constexpr int kStages = D == 128 ? 2 : 4;
-  static constexpr int kPanel = 128 * 128;          // 128 rows of 64 elements (128 B): 16 KB
-  static constexpr int kPanelV = D * 128;           // V^T: D rows of 64 keys
-  static constexpr int kTile = D / 64 * kPanel;     // 128 rows of Q, K or V (D rows of V^T)
-  static constexpr int kPitch = 2 * D + 16;         // O staging row, bytes (padded: no bank conflicts)
-  static constexpr int kOWg = 64 * kPitch;          // one consumer's O staging
+  static constexpr int kPanelQ = kBlockM * 128;     // 128 rows of 64 elements (128 B): 16 KB
+  static constexpr int kPanel = BN * 128;           // BN rows of K or V
+  static constexpr int kPanelV = D * 128;           // V^T: D rows of 64 keys (BN = 128)
+  static constexpr int kTileQ = D / 64 * kPanelQ;
+  static constexpr int kTile = D / 64 * kPanel;     // BN rows of K or V (D rows of V^T)
   static constexpr int kQ = 0;
-  static constexpr int kK = kQ + kTile;
+  static constexpr int kK = kQ + kTileQ;
   static constexpr int kV = kK + kStages * kTile;
-  static constexpr int kO = kV + kStages * kTile;
-  static constexpr int kBar = kO + 2 * kOWg;
+  static constexpr int kBar = kV + kStages * kTile;
   static constexpr int kBytes = kBar + 8 * (1 + 4 * kStages);
   static_assert(kTile % 1024 == 0 && kBar % 8 == 0, "1024-byte aligned tiles");
   static_assert(kBytes <= 227 * 1024, "shared memory");
@@ -96,12 +97,12 @@ __device__ __forceinline__ void update_row_max(float x, float c, float& m, float
 
 // s[i] (row r = (i/2)%2) -> p = 2^(s c - m) in place, l = l alpha + this thread's row sums (in four
 // independent chains a row; reduced over the quad at the end).
-template <bool kMask>
-__device__ __forceinline__ void exp_and_sum(float (&s)[kBlockN / 2], float c, const float (&neg_m)[2],
+template <bool kMask, int NS>
+__device__ __forceinline__ void exp_and_sum(float (&s)[NS], float c, const float (&neg_m)[2],
                                             const float (&alpha)[2], float (&l)[2]) {
   float sum[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
-  for (int i = 0; i < kBlockN / 2; ++i) {
+  for (int i = 0; i < NS; ++i) {
     const int r = (i / 2) % 2;
     float e = ex2(fmaf(s[i], c, neg_m[r]));
     if (kMask && s[i] == -INFINITY) e = 0.f;  // -inf * 0 (sm_scale = 0) is NaN
@@ -113,8 +114,8 @@ __device__ __forceinline__ void exp_and_sum(float (&s)[kBlockN / 2], float c, co
 }
 
 // S (+)= Q K^T and O (+)= P V for bf16 or fp16 operands.
-template <typename T>
-__device__ __forceinline__ void mma_qk(float (&d)[kBlockN / 2], uint64_t a, uint64_t b, bool acc) {
+template <typename T, int NS>
+__device__ __forceinline__ void mma_qk(float (&d)[NS], uint64_t a, uint64_t b, bool acc) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     wgmma_bf16_ss(d, a, b, acc);
   } else {
@@ -138,8 +139,10 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
   using In = typename Policy::In;
   constexpr bool kOv = (kSchedule & kOverlap) != 0;
   constexpr bool kPP = (kSchedule & kPingPong) != 0;
-  using L = Layout<D>;
+  using L = Layout<D, Policy::kBlockN>;
   constexpr int kStages = L::kStages;
+  constexpr int BN = Policy::kBlockN;
+  static_assert(BN % 16 == 0 && BN <= 256 && (!Policy::kVt || BN == 128), "key block");
   extern __shared__ __align__(1024) uint8_t smem[];
   // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
   // window starts there on sm90 (no static shared memory in this kernel).
@@ -161,11 +164,11 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
   const int m_blk = p.causal ? int(gridDim.x - 1 - blockIdx.x) : int(blockIdx.x);
   const int64_t row_first = int64_t(m_blk) * kBlockM;
   const int64_t causal_shift = kv.S - qv.S;
-  const int n_blocks_all = int(ceil_div(kv.S, kBlockN));
+  const int n_blocks_all = int(ceil_div(kv.S, int64_t(BN)));
   int n_blocks = n_blocks_all;  // key blocks of the CTA (both consumers step through all of them)
   if (p.causal) {
     const int64_t last_key = min(row_first + kBlockM, qv.S) - 1 + causal_shift;
-    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / kBlockN + 1));
+    n_blocks = last_key < 0 ? 0 : int(min(int64_t(n_blocks_all), last_key / BN + 1));
   }
 
   if (threadIdx.x == 0) {
@@ -183,9 +186,9 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
   if (threadIdx.x < 128) {  // producer
     setmaxnreg_dec<24>();
     if (threadIdx.x == 0 && n_blocks > 0) {
-      mbar_arrive_expect_tx(bar_q, L::kTile);
+      mbar_arrive_expect_tx(bar_q, L::kTileQ);
 #pragma unroll
-      for (int pn = 0; pn < D / 64; ++pn) tma_load_4d(sq + pn * L::kPanel, &tm_q, bar_q, 64 * pn, int(row_first), h, b);
+      for (int pn = 0; pn < D / 64; ++pn) tma_load_4d(sq + pn * L::kPanelQ, &tm_q, bar_q, 64 * pn, int(row_first), h, b);
       int stage = 0;
       uint32_t phase = 0;
       for (int n = 0; n < n_blocks; ++n) {
@@ -193,18 +196,18 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
         mbar_arrive_expect_tx(full_k + stage, L::kTile);
 #pragma unroll
         for (int pn = 0; pn < D / 64; ++pn)
-          tma_load_4d(sk + stage * L::kTile + pn * L::kPanel, &tm_k, full_k + stage, 64 * pn, n * kBlockN, hkv, b);
+          tma_load_4d(sk + stage * L::kTile + pn * L::kPanel, &tm_k, full_k + stage, 64 * pn, n * BN, hkv, b);
         if (n >= kStages) mbar_wait(empty_v + stage, phase ^ 1u);
         mbar_arrive_expect_tx(full_v + stage, L::kTile);
         if constexpr (Policy::kVt) {  // V^T [B, Hkv, D, s_pad]: two 64-key panels of D rows
 #pragma unroll
           for (int pv = 0; pv < 2; ++pv)
-            tma_load_4d(sv + stage * L::kTile + pv * L::kPanelV, &tm_v, full_v + stage, n * kBlockN + 64 * pv, 0, hkv,
+            tma_load_4d(sv + stage * L::kTile + pv * L::kPanelV, &tm_v, full_v + stage, n * BN + 64 * pv, 0, hkv,
                         b);
-        } else {  // V [keys, D]: D / 64 panels of 128 keys
+        } else {  // V [keys, D]: D / 64 panels of BN keys
 #pragma unroll
           for (int pn = 0; pn < D / 64; ++pn)
-            tma_load_4d(sv + stage * L::kTile + pn * L::kPanel, &tm_v, full_v + stage, 64 * pn, n * kBlockN, hkv, b);
+            tma_load_4d(sv + stage * L::kTile + pn * L::kPanel, &tm_v, full_v + stage, 64 * pn, n * BN, hkv, b);
         }
         if (++stage == kStages) {
           stage = 0;
@@ -249,17 +252,18 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
     const uint64_t dk0 = make_smem_desc(sk, 16, 1024, 1);
     // V: MN-major (LBO = the panel stride); V^T: K-major like K.
     const uint64_t dv0 = make_smem_desc(sv, Policy::kVt ? 16 : L::kPanel, 1024, 1);
-    float s[kBlockN / 2];
+    float s[BN / 2];
     typename Policy::PState ps;  // what the softmax leaves for the conversion of P
-    uint32_t pa[kBlockN / 16][4];
+    uint32_t pa[BN / 16][4];
     auto issue_qk = [&](int stage) {
       wgmma_fence_operand(s);
       wgmma_fence();
       const uint64_t dk = smem_desc_advance(dk0, stage * L::kTile);
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t off = (kk / 4) * L::kPanel + (kk % 4) * 32;
-        mma_qk<In>(s, smem_desc_advance(dq, off), smem_desc_advance(dk, off), kk > 0);
+        const uint32_t off = (kk % 4) * 32;  // along the 128-byte row, then the next 64-column panel
+        mma_qk<In>(s, smem_desc_advance(dq, (kk / 4) * L::kPanelQ + off), smem_desc_advance(dk, (kk / 4) * L::kPanel + off),
+                   kk > 0);
       }
       wgmma_commit();
     };
@@ -268,7 +272,7 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
       wgmma_fence();
       const uint64_t dv = smem_desc_advance(dv0, stage * L::kTile);
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      for (int kk = 0; kk < BN / 16; ++kk) {
         if constexpr (Policy::kVt)
           wgmma_f16_rs(o, pa[kk], smem_desc_advance(dv, (kk / 4) * L::kPanelV + (kk % 4) * 32), true);
         else
@@ -279,13 +283,12 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
     float alpha[2];
     mbar_wait(bar_q, 0);
     auto softmax = [&](int n) {
-      const bool need_mask = int64_t(n + 1) * kBlockN > kv.S ||
-                             (p.causal && int64_t(n + 1) * kBlockN - 1 > row_wg + causal_shift);
+      const bool need_mask = int64_t(n + 1) * BN > kv.S ||
+                             (p.causal && int64_t(n + 1) * BN - 1 > row_wg + causal_shift);
       if (need_mask) {
-        const int64_t key0 = int64_t(n) * kBlockN + (Policy::kQuadInKey0 ? 2 * quad : 0);
-        const int key_end = int(min(kv.S - key0, int64_t(kBlockN)));
-        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(kBlockN)), int64_t(-kBlockN)))
-                                  : kBlockN;
+        const int64_t key0 = int64_t(n) * BN + (Policy::kQuadInKey0 ? 2 * quad : 0);
+        const int key_end = int(min(kv.S - key0, int64_t(BN)));
+        const int diag = p.causal ? int(max(min(row0 + causal_shift - key0, int64_t(BN)), int64_t(-BN))) : BN;
         Policy::template softmax<true>(s, ps, m, l, alpha, c, quad, key_end, diag);
       } else {
         Policy::template softmax<false>(s, ps, m, l, alpha, c, quad, 0, 0);
@@ -368,24 +371,26 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
   }
   if (kPP && cw == 0) named_bar_sync(1, 256);
 
-  // ---- epilogue: O / l, staged in shared memory (each warp its own 16 rows), 16-byte stores ----
+  // ---- epilogue: O / l, staged in this consumer's rows of Q's tile (each warp its own 16 rows;
+  // all of this warpgroup's wgmmas, which read them, are complete), 16-byte stores ----
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
   const float o_scale = Policy::out_scale(p);
-  constexpr int kPitch = L::kPitch;
-  uint8_t* so = smem + L::kO + cw * L::kOWg;
+  // Row rr (0..63) of this consumer, 16-byte chunk ch of the row: panel ch / 8, chunk ch % 8 XOR
+  // rr % 8 within its 128 bytes (eight rows of a warp's store hit eight different chunks).
+  uint8_t* so = smem + L::kQ + cw * 64 * 128;
+  auto o_chunk = [&](int rr, int ch) { return so + (ch / 8) * L::kPanelQ + rr * 128 + ((ch % 8) ^ (rr % 8)) * 16; };
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float inv_l = l[r] > 0.f ? o_scale / l[r] : 0.f;
-    uint8_t* srow = so + (warp * 16 + lane / 4 + 8 * r) * kPitch;
+    const int rr = warp * 16 + lane / 4 + 8 * r;
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int d = 8 * j + 2 * quad;
-      *reinterpret_cast<uint32_t*>(srow + 2 * d) = pack2<T>(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
-    }
+    for (int j = 0; j < D / 8; ++j)
+      *reinterpret_cast<uint32_t*>(o_chunk(rr, j) + 4 * quad) =
+          pack2<T>(o[4 * j + 2 * r] * inv_l, o[4 * j + 2 * r + 1] * inv_l);
   }
   __syncwarp();
   constexpr int kChunks = D / 8;  // 16-byte chunks a row
@@ -401,7 +406,7 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
     const int64_t row = row_w + rr;
     if (row < qv.S)
       *reinterpret_cast<uint4*>(obase + row * ov.stride_s + 8 * ch) =
-          *reinterpret_cast<const uint4*>(so + (wp * 16 + rr) * kPitch + 16 * ch);
+          *reinterpret_cast<const uint4*>(o_chunk(wp * 16 + rr, ch));
   }
   if (p.lse != nullptr && quad == 0) {
 #pragma unroll

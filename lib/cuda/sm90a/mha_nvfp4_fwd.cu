@@ -150,6 +150,7 @@ struct Nvfp4Policy {
   using Params = MhaNvfp4Params;
   using In = __half;
   using Out = T;
+  static constexpr int kBlockN = mha16::kBlockN;
   static constexpr bool kVt = true;
   static constexpr bool kQuadInKey0 = false;
   struct PState {
@@ -211,7 +212,7 @@ cudaError_t launch(const MhaNvfp4Params& p, cudaStream_t stream) {
   if (err == cudaSuccess) err = encode_f16(&tv, v16, k.B, k.H, D, p.s_pad, D);  // box: 64 keys x D rows
   if (err != cudaSuccess) return err;
   auto kernel = mha_nvfp4_kernel<T, D, kDefaultSchedule<D>>;
-  constexpr int smem = Layout<D>::kBytes;
+  constexpr int smem = Layout<D, kBlockN>::kBytes;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(ceil_div(q.S, kBlockM)), unsigned(q.H), unsigned(q.B));

@@ -110,6 +110,8 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 #define AC4K_D80 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 "}"
 #define AC4K_D96 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 ", " AC4K_P80 "}"
 #define AC4K_D128 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 ", " AC4K_P80 ", " AC4K_P96 "}"
+// N = 176: mha_bf16_fwd's key block at D = 128.
+#define AC4K_D88 "{" AC4K_P0 ", " AC4K_P32 ", " AC4K_P64 ", %80, %81, %82, %83, %84, %85, %86, %87}"
 
 // Operand lists "+r"(d[0]), ... with constraint c.
 #define AC4K_X8(c, d, i) c(d[i]), c(d[i + 1]), c(d[i + 2]), c(d[i + 3]), \
@@ -123,6 +125,7 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 #define AC4K_OPS80(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X8(c, d, 64), AC4K_X8(c, d, 72)
 #define AC4K_OPS96(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X32(c, d, 64)
 #define AC4K_OPS128(c, d) AC4K_X32(c, d, 0), AC4K_X32(c, d, 32), AC4K_X32(c, d, 64), AC4K_X32(c, d, 96)
+#define AC4K_OPS88(c, d) AC4K_OPS80(c, d), AC4K_X8(c, d, 80)
 #define AC4K_SETP(i) "{\n.reg .pred p;\nsetp.ne.b32 p, " i ", 0;\n"
 
 // D[64 x N] (+)= A[64 x 32] . B[N x 32]^T from 8-bit A and B, both K-major in smem: int8 x int8 ->
@@ -166,6 +169,8 @@ AC4K_WGMMA_E4M3_RS(68, 136, "{%68, %69, %70, %71}", "%72", "%73")
   }
 AC4K_WGMMA_16BIT_SS(wgmma_bf16_ss, "bf16.bf16", 64, 128, "%64", "%65", "%66")
 AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 64, 128, "%64", "%65", "%66")
+AC4K_WGMMA_16BIT_SS(wgmma_bf16_ss, "bf16.bf16", 88, 176, "%88", "%89", "%90")
+AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 88, 176, "%88", "%89", "%90")
 AC4K_WGMMA_16BIT_SS(wgmma_f16_ss, "f16.f16", 128, 256, "%128", "%129", "%130")
 
 // RS: D[64 x N] (+)= A[64 x 16] . B, A in registers (4 words of 2 elements: a[0] row r, k
@@ -194,6 +199,7 @@ AC4K_WGMMA_16BIT_RS(wgmma_f16_rs, "f16.f16", 0, 64, 128, "{%64, %65, %66, %67}",
 #undef AC4K_WGMMA_8BIT_SS
 #undef AC4K_SETP
 #undef AC4K_OPS128
+#undef AC4K_OPS88
 #undef AC4K_OPS96
 #undef AC4K_OPS80
 #undef AC4K_OPS68
@@ -203,6 +209,7 @@ AC4K_WGMMA_16BIT_RS(wgmma_f16_rs, "f16.f16", 0, 64, 128, "{%64, %65, %66, %67}",
 #undef AC4K_X32
 #undef AC4K_X8
 #undef AC4K_D128
+#undef AC4K_D88
 #undef AC4K_D96
 #undef AC4K_D80
 #undef AC4K_D68
