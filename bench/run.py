@@ -69,12 +69,11 @@ def bench_quantize(iters: int):
         (ATT, dict(precision="int8"), lambda t: r.quantize_int8(t), 1, ATT[0] * ATT[1] * ATT[2] * 4),
         (ACT, dict(precision="int8"), lambda t: r.quantize_int8(t), 1, ACT[0] * 4),
         (ACT, dict(precision="fp8e4m3"), lambda t: r.quantize_fp8(t), 1, ACT[0] * 4),
-        # per block of tokens (attention Q / K), BNHD then BHND
+        # per block of tokens (attention Q / K), BNHD then BHND (the CTA order was tuned on BNHD)
         (ATT, dict(precision="int8", granularity="per_block", block_size=64), lambda t: r.quantize_int8(t, "per_block", 64),
          1, 40 * 512 * 4),
         (ATT, dict(precision="int8", granularity="per_block", block_size=128),
          lambda t: r.quantize_int8(t, "per_block", 128), 1, 40 * 256 * 4),
-        # BHND (a head's tokens contiguous): the CTA order was tuned on BNHD
         (ATT_BHND, dict(precision="int8", granularity="per_block", block_size=64, layout="BHND"),
          lambda t: r.quantize_int8(t, "per_block", 64, "BHND"), 1, 40 * 512 * 4),
         # per channel over all tokens (attention V): x is read twice by design

@@ -45,7 +45,7 @@ elif case == "kv":
     k, v = (torch.randn(1, S, 40, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
 elif case == "per_channel":
-    # The one-launch per_channel variant (ch_l2) against the two-pass kernel: where its tasks wait.
+    # Where a per_channel build spends its time (the two-pass kernel, or a one-launch variant).
     S, D = (args + [32760, 128][len(args):])[:2]
     x = torch.randn(1, S, 40, D, device="cuda", dtype=torch.bfloat16)
     ac4k_kernel.quantize(x, precision="fp8e4m3", granularity="per_channel")

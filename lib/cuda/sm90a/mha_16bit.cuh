@@ -3,8 +3,9 @@
 // (written from its description, no code taken). One CTA an SM owns 128 query rows of one
 // (batch, head) with three warpgroups:
 //   warpgroup 0  producer: one thread issues the TMA loads (Q once, then K_n and V_n, BN =
-//                Policy::kBlockN keys each (128 or 176), into kStages stages on full barriers; a stage is refilled once both
-//                consumers released it on its empty barrier). setmaxnreg.dec to 24 registers.
+//                Policy::kBlockN keys each (128 or 176), into kStages stages on full barriers; a
+//                stage is refilled once both consumers released it on its empty barrier).
+//                setmaxnreg.dec to 24 registers.
 //   warpgroups 1, 2  consumers, 64 query rows each (setmaxnreg.inc to 240):
 //     S = Q K^T     wgmma m64nBNk16, Q and K from shared memory (K-major, 128-byte swizzle; a
 //                   D = 128 tile is two 64-column panels, a SW128 TMA box is at most 128 B wide)
