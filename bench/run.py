@@ -76,9 +76,11 @@ def bench_quantize(iters: int):
          lambda t: r.quantize_int8(t, "per_block", 128), 1, 40 * 256 * 4),
         (ATT_BHND, dict(precision="int8", granularity="per_block", block_size=64, layout="BHND"),
          lambda t: r.quantize_int8(t, "per_block", 64, "BHND"), 1, 40 * 512 * 4),
-        # per channel over all tokens (attention V): x is read twice by design
+        # per channel over all tokens (attention V), both layouts: x is read twice by design
         (ATT, dict(precision="fp8e4m3", granularity="per_channel"), lambda t: r.quantize_fp8(t, "per_channel"), 1,
          40 * 128 * 4),
+        (ATT_BHND, dict(precision="fp8e4m3", granularity="per_channel", layout="BHND"),
+         lambda t: r.quantize_fp8(t, "per_channel", layout="BHND"), 1, 40 * 128 * 4),
         # NVFP4: own global scale (two passes over x), swizzled scales
         (ACT, dict(precision="nvfp4"), lambda t: r.quantize_nvfp4(t), 0.5 + 1 / 16, 4),
         (ACT, dict(precision="nvfp4", scale_layout="swizzled"), lambda t: r.quantize_nvfp4(t, "swizzled"),

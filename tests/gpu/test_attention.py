@@ -128,6 +128,23 @@ def test_attention_kv_quantizer_strided_fp16():
     _check_kv(k, v, "BNHD")
 
 
+@pytest.mark.parametrize("layout", ["BNHD", "BHND"])
+def test_attention_v_subnormal_channel(layout):
+    """A V channel whose absmax is subnormal (448 / amax overflows to inf): vt's padding must still be
+    0 (0 x inf would be NaN there, and P = 0 times NaN makes every output of the head NaN), the
+    channel's values the reference's saturated +-448, and the attention output finite."""
+    q, k, v = _qkv(1, 200, 300, 2, 2, 128, layout, seed=11)
+    ch = v.select(-1, 5)  # channel 5 of head 0 and 1, every token nonzero: +-[1, 2) x 1e-39
+    sign = torch.where(torch.rand_like(ch, dtype=torch.float32) < 0.5, -1.0, 1.0)
+    ch.copy_((sign * (1 + torch.rand_like(ch, dtype=torch.float32)) * 1e-39).to(v.dtype))
+    assert (v.float().select(-1, 5) != 0).all() and torch.isinf(448.0 / v.float().select(-1, 5).abs().amax())
+    _check_kv(k, v, layout)
+    out = torch.full_like(q, float("nan"))
+    o = ac4k_kernel.attention(q, k, v, layout=layout, out=out)
+    assert torch.isfinite(o).all()
+    assert _rel_l1(o, ref.attention_int8_fp8(q, k, v, layout=layout)) <= 0.005
+
+
 CASES = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal
     (1, 256, 256, 2, 2, 128, "BNHD", False),
     (2, 300, 77, 4, 2, 128, "BNHD", False),  # Sq != Sk, GQA, tails

@@ -192,7 +192,10 @@ __global__ void __launch_bounds__(kThreads) v_kernel(const __grid_constant__ Qua
     const float inv = v_inv[bh * D + d];
     float f[16];
 #pragma unroll
-    for (int t = 0; t < 16; ++t) f[v_slot(t)] = __fmul_rn(InputTraits<T>::to_float(tile[(16 * g + t) * kPitch + d]), inv);
+    for (int t = 0; t < 16; ++t) {  // padding past S is 0 even where inv is inf (0 x inf = NaN)
+      const float x = __fmul_rn(InputTraits<T>::to_float(tile[(16 * g + t) * kPitch + d]), inv);
+      f[v_slot(t)] = s0 + 16 * g + t < xv.S ? x : 0.f;
+    }
     uint4 w;
     w.x = e4m3x2(f[0], f[1]) | (e4m3x2(f[2], f[3]) << 16);
     w.y = e4m3x2(f[4], f[5]) | (e4m3x2(f[6], f[7]) << 16);

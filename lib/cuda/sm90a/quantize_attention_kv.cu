@@ -84,6 +84,16 @@ __device__ __forceinline__ uint4 e4m3x16(const float (&f)[16]) {
   return w;
 }
 
+// The 16 E4M3 values of a run (slot order) with the slots of tokens >= n set to 0.
+__device__ __forceinline__ uint4 zero_slots_from(uint4 w, int n) {
+  uint32_t b[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int t = 0; t < 16; ++t) {
+    if (t >= n) b[v_slot(t) / 4] &= ~(0xffu << 8 * (v_slot(t) % 4));
+  }
+  return make_uint4(b[0], b[1], b[2], b[3]);
+}
+
 // |x| max of two packed 16-bit values (NaN ignored, as absmax_acc): one AND and one HMNMX2.
 template <typename T>
 __device__ __forceinline__ uint32_t absmax2(uint32_t acc, uint32_t w) {
@@ -149,8 +159,9 @@ __global__ void __launch_bounds__(kThreads, kRope ? 2 : 3)
 
   const int c = threadIdx.x % RT, r = threadIdx.x / RT;
   constexpr int DP = D / 2;                      // V: channel pairs, one 32-bit word a token
-  constexpr int kSlots = kTile * DP / kThreads;  // V: tokens per thread and tile (32 or 16)
-  const int dp = threadIdx.x % DP, slot0 = (threadIdx.x / DP) * kSlots;
+  constexpr int kRuns = kTile * DP / kThreads / 16;  // V: 16-token runs per thread and tile (2 or 1)
+  // V: lanes 2q and 2q + 1 take channel pair dp = q % DP and the adjacent runs 2g, 2g + 1.
+  const int dp = (threadIdx.x >> 1) % DP, run0 = 2 * ((threadIdx.x >> 1) / DP) * kRuns + (threadIdx.x & 1);
   const int64_t n_kblk = ceil_div(S, kKBlock);
   int parity = 0;
 
@@ -323,21 +334,31 @@ __global__ void __launch_bounds__(kThreads, kRope ? 2 : 3)
           if (threadIdx.x == 0 && 2 * tile + blk < n_kblk) p.k_scale[bh * n_kblk + 2 * tile + blk] = __fdiv_rn(amax, qmax);
         }
       } else {
-        // Channels 2 dp and 2 dp + 1 of tokens slot0 .. slot0 + kSlots: a warp reads 32 consecutive
-        // words of one token row (no bank conflicts) and writes two 16-byte runs of vt per 16 tokens.
+        // Channels 2 dp and 2 dp + 1 of the thread's 16-token runs: the two lanes of a pair store
+        // adjacent 16 bytes of one vt row, so each store instruction fills whole 32-byte sectors
+        // (their reads of one channel pair share a bank: 2-way conflicts).
         const uint32_t* words = reinterpret_cast<const uint32_t*>(buf);
-        uint8_t* dst = p.vt + (bh * D + 2 * dp) * p.s_pad + tile * kTile + slot0;
+        uint8_t* dst = p.vt + (bh * D + 2 * dp) * p.s_pad + tile * kTile;
+        // Padding past S is written as 0 even where inv is inf (a channel of subnormal absmax):
+        // 0 x inf would be NaN there, and the PV wgmma turns P = 0 times NaN into NaN outputs.
+        const int valid = int(min(int64_t(kTile), S - tile * kTile));
 #pragma unroll
-        for (int j = 0; j < kSlots; j += 16) {
+        for (int m = 0; m < kRuns; ++m) {
+          const int t0 = 16 * (run0 + 2 * m);
           float f0[16], f1[16];
 #pragma unroll
           for (int t = 0; t < 16; ++t) {
-            const float2 x = InputTraits<T>::to_float2(words[(slot0 + j + t) * DP + dp]);
+            const float2 x = InputTraits<T>::to_float2(words[(t0 + t) * DP + dp]);
             f0[v_slot(t)] = __fmul_rn(x.x, inv0);
             f1[v_slot(t)] = __fmul_rn(x.y, inv1);
           }
-          __stcs(reinterpret_cast<uint4*>(dst + j), e4m3x16(f0));
-          __stcs(reinterpret_cast<uint4*>(dst + p.s_pad + j), e4m3x16(f1));
+          uint4 w0 = e4m3x16(f0), w1 = e4m3x16(f1);
+          if (valid - t0 < 16) {  // masked after packing: a select per value spills at 80 registers
+            w0 = zero_slots_from(w0, valid - t0);
+            w1 = zero_slots_from(w1, valid - t0);
+          }
+          __stcs(reinterpret_cast<uint4*>(dst + t0), w0);
+          __stcs(reinterpret_cast<uint4*>(dst + p.s_pad + t0), w1);
         }
       }
       __syncthreads();  // buffer seq % nbuf has been read by every thread
