@@ -47,12 +47,11 @@ constexpr int kDefaultSchedule = D == 128 ? kOverlapPingPong : kOverlap;
 // never fills), hence the threshold.
 constexpr int64_t kLongKeys = 2048;
 
-// Online softmax of one key block (NS / 2 keys a thread's quad) in the log2 domain, in place: s[i]
-// (the raw score of row r = (i/2)%2 -> row0 + 8r, key key0 + 8(i/4) + i%2, key0 = block start +
-// 2*quad) becomes
-// p = 2^(s c - m), c = sm_scale * log2(e) >= 0, m the running row max of s c. alpha: the factor
-// that rescales the previous O and l. l: this thread's partial row sums (its NS / 2 columns), reduced
-// over the quad at the end. Masking (kMask): key offset 8(i/4) + i%2 >= key_end (past Sk) or, for
+// Online softmax of one key block in the log2 domain, in place (NS scores a thread: NS / 2 keys of
+// each of its two rows): s[i] (the raw score of row r = (i/2)%2 -> row0 + 8r, key key0 + 8(i/4) +
+// i%2, key0 = block start + 2*quad) becomes p = 2^(s c - m), c = sm_scale * log2(e) >= 0, m the
+// running row max of s c. alpha: the factor that rescales the previous O and l. l: this thread's
+// partial row sums (its NS / 2 columns), reduced over the quad at the end. Masking (kMask): key offset 8(i/4) + i%2 >= key_end (past Sk) or, for
 // row r, > diag + 8r (causal) -> p = 0.
 template <bool kMask, int NS>
 __device__ __forceinline__ void softmax_block(float (&s)[NS], float (&m)[2], float (&l)[2],
