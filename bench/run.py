@@ -323,38 +323,61 @@ def bench_rope(iters: int):
                      "ms": ms, "bytes": nbytes, "gbs": nbytes / ms / 1e6, "vs_ours": ms / times["ac4k"]})
     if "mha_int8_x_fp8_fwd" not in ac4k_kernel.get_info()["ops"]:
         return rows
-    # RoPE fused into the K/V quantization pass against rope3d first, and attention(rope=...) whole.
+    # The fused paths, each group's rows against its first row (t / t_first): Q rotated and quantized in
+    # one pass against rope3d then the per-block quantizer (GB/s over each path's own bytes); K's rotation
+    # in the K/V pass against rope3d first; the whole attention(rope=...) call; the kernel alone with q
+    # quantized before it, rotated in it, or as it is.
     v = torch.randn_like(x)
     k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(x, v, "BNHD")
     scale = x.size(-1) ** -0.5
-    fused = {
-        "K/V quantization, K rope fused": lambda: torch.ops.ac4k.quantize_attention_kv(x, v, "BNHD", grid, freqs_cuda),
-        "rope3d(k), then K/V quantization": lambda: torch.ops.ac4k.quantize_attention_kv(
-            ac4k_kernel.rope3d(x, grid, freqs_cuda), v, "BNHD"),
-        "attention(q, k, v, rope=...)": lambda: ac4k_kernel.attention(x, x, v, rope=(grid, freqs_cuda)),
-        "rope3d(q), rope3d(k), attention()": lambda: ac4k_kernel.attention(
-            ac4k_kernel.rope3d(x, grid, freqs_cuda), ac4k_kernel.rope3d(x, grid, freqs_cuda), v),
-        "attention(q, k, v), no rope": lambda: ac4k_kernel.attention(x, x, v),
-        # Q's rotation alone: in the attention kernel against rope3d(q) first (K / V quantized once).
-        "attention kernel, q rotated in it": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
-            x, k8, ks, vt, vs, "BNHD", False, scale, False, grid, freqs_cuda),
-        "rope3d(q), then the attention kernel": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
-            ac4k_kernel.rope3d(x, grid, freqs_cuda), k8, ks, vt, vs, "BNHD", False, scale, False),
-        "attention kernel, no rope": lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
-            x, k8, ks, vt, vs, "BNHD", False, scale, False),
+    n = x.numel()
+    q_bytes = 2 * n + n + 4 * n // (16 * ATT[3])  # bf16 read, int8 + scales written
+    two_pass_bytes = 4 * n + q_bytes               # + rope3d's write and re-read of the rotated q
+    groups = {"Q rope + quantize": {}, "K rope + K/V pass": {}, "attention(rope=)": {}, "attention kernel": {}}
+    if "quantize_attention_q" in ac4k_kernel.get_info()["ops"]:
+        q8, qs = torch.ops.ac4k.quantize_attention_q(x, "BNHD", grid, freqs_cuda)
+        groups["Q rope + quantize"] = {
+            "quantize_attention_q (rope fused)": (lambda: torch.ops.ac4k.quantize_attention_q(x, "BNHD", grid,
+                                                                                             freqs_cuda), q_bytes),
+            "rope3d(q), then quantize_int8 per_block 16": (lambda: torch.ops.ac4k.quantize_int8(
+                ac4k_kernel.rope3d(x, grid, freqs_cuda), "per_block", 16, "BNHD"), two_pass_bytes),
+            "quantize_attention_q, no rope": (lambda: torch.ops.ac4k.quantize_attention_q(x, "BNHD"), q_bytes),
+        }
+        groups["attention kernel"]["attention kernel, q quantized before it"] = (
+            lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(q8, k8, ks, vt, vs, "BNHD", False, scale, False,
+                                                      q_scale=qs), None)
+    groups["K rope + K/V pass"] = {
+        "K/V quantization, K rope fused": (lambda: torch.ops.ac4k.quantize_attention_kv(x, v, "BNHD", grid,
+                                                                                        freqs_cuda), None),
+        "rope3d(k), then K/V quantization": (lambda: torch.ops.ac4k.quantize_attention_kv(
+            ac4k_kernel.rope3d(x, grid, freqs_cuda), v, "BNHD"), None),
     }
-    times = {}
-    for name, fn in fused.items():
-        try:
-            times[name] = time_cuda(fn, warmup=3, iters=max(5, iters // 5))
-        except Exception as e:  # a build without the fused paths (sm89: no Q rotation in its kernel)
-            print(f"{name}: {type(e).__name__}: {str(e)[:150]}")
-    # Each row against its fused counterpart: the K/V pass, the whole attention call, the kernel.
-    names = list(fused)
-    base = {name: times.get(names[0 if i < 2 else 2 if i < 5 else 5]) for i, name in enumerate(names)}
-    for name, ms in times.items():
-        rows.append({"op": "rope3d fused", "shape": "x".join(map(str, ATT)) + " bf16 grid 21x30x52", "impl": name,
-                     "ms": ms, "vs_ours": ms / (base[name] or ms)})
+    groups["attention(rope=)"] = {
+        "attention(q, k, v, rope=...)": (lambda: ac4k_kernel.attention(x, x, v, rope=(grid, freqs_cuda)), None),
+        "rope3d(q), rope3d(k), attention()": (lambda: ac4k_kernel.attention(
+            ac4k_kernel.rope3d(x, grid, freqs_cuda), ac4k_kernel.rope3d(x, grid, freqs_cuda), v), None),
+        "attention(q, k, v), no rope": (lambda: ac4k_kernel.attention(x, x, v), None),
+    }
+    groups["attention kernel"].update({
+        "attention kernel, q quantized in it": (lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
+            x, k8, ks, vt, vs, "BNHD", False, scale, False), None),
+        "attention kernel, q rotated in it": (lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
+            x, k8, ks, vt, vs, "BNHD", False, scale, False, grid, freqs_cuda), None),
+    })
+    for group, impls in groups.items():
+        first = None
+        for name, (fn, nbytes) in impls.items():
+            try:
+                ms = time_cuda(fn, warmup=3, iters=iters if nbytes else max(5, iters // 5))
+            except Exception as e:  # a build without the fused paths (sm89: no Q rotation in its kernel)
+                print(f"{name}: {type(e).__name__}: {str(e)[:150]}")
+                continue
+            first = first or ms
+            row = {"op": "rope3d fused", "shape": "x".join(map(str, ATT)) + f" bf16 grid 21x30x52, {group}",
+                   "impl": name, "ms": ms, "vs_ours": ms / first}
+            if nbytes:
+                row.update(bytes=nbytes, gbs=nbytes / ms / 1e6)
+            rows.append(row)
     return rows
 
 

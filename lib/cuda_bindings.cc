@@ -504,18 +504,80 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
   return {k8, k_scale, k_mean, vt, v_scale};
 }
 
+#if defined(AC4K_HAS_QUANTIZE_ATTENTION_Q)
+// q (bf16 / fp16) -> the quantized-Q input of the 8-bit attention ops: INT8 (q_precision "int8") or
+// E4M3 ("fp8e4m3") per 16-token block of one head, in q's layout, and scales [B, H, ceil(S / 16)];
+// bit for bit quantize_int8 / quantize_fp8(q, "per_block", 16, layout). With grid_sizes and freqs
+// (and sin for a cos / sin table), q is rotated by rope3d first, bit for bit as rope3d(q) would be.
+std::vector<at::Tensor> quantize_attention_q(const at::Tensor& q, const std::string& layout,
+                                             const c10::optional<at::Tensor>& grid_sizes,
+                                             const c10::optional<at::Tensor>& freqs,
+                                             const c10::optional<at::Tensor>& sin, const std::string& q_precision) {
+  const char* op = "quantize_attention_q";
+  TORCH_CHECK(q_precision == "int8" || q_precision == "fp8e4m3", "ac4k::", op,
+              ": q_precision must be 'int8' or 'fp8e4m3', got '", q_precision, "'");
+  check_attention_input(q, op, "q", q);
+  const ac4k::TokenView qv = token_view(q, layout, op, "q");
+  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
+  const bool fp8 = q_precision == "fp8e4m3";
+  at::Tensor q8 = at::empty(q.sizes(), q.options().dtype(fp8 ? at::kFloat8_e4m3fn : at::kChar));
+  at::Tensor q_scale = at::empty({qv.B, qv.H, (qv.S + 15) / 16}, q.options().dtype(at::kFloat));
+
+  c10::cuda::CUDAGuard guard(q.device());
+  ac4k::QuantizeAttentionQParams p;
+  p.q = q.data_ptr();
+  p.dtype = to_ac4k(q.scalar_type());
+  p.qv = qv;
+  p.q8 = static_cast<uint8_t*>(q8.data_ptr());
+  p.q8v = token_view(q8, layout, op, "q8");
+  p.fp8 = fp8;
+  p.q_scale = q_scale.data_ptr<float>();
+  TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
+              ": rope needs both grid_sizes and freqs");
+  at::Tensor grid_dev;
+  if (grid_sizes.has_value()) {  // the table as given: each CTA builds its tokens' multipliers once
+    p.rope = true;
+    grid_dev = rope_freqs(p.rope_freqs, q, qv.B, qv.S, qv.D, *grid_sizes, *freqs, sin, op);
+  }
+  const cudaError_t err = ac4k::quantize_attention_q(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
+              ": not supported for these inputs (16-byte aligned data and token / head strides a multiple of 8 "
+              "elements)");
+  check_cuda_call(err, op);
+  return {q8, q_scale};
+}
+#endif
+
 // The 8-bit attention ops: k INT8 (mha_int8_x_fp8_fwd) or E4M3 (mha_fp8_fwd), from quantize_attention_kv.
 // With grid_sizes and freqs (and sin for a cos / sin table), q is rotated by rope3d inside the kernel
 // before its quantization (see rope_freqs for what is checked where); k must have been rotated by
 // quantize_attention_kv with the same arguments.
+// With q_scale, q comes quantized by quantize_attention_q (INT8, E4M3 for mha_fp8_fwd) and the output's
+// dtype is out's (out_dtype for the functional form, bf16 by default).
 template <bool kFp8>
 at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at::Tensor& k_scale,
                             const at::Tensor& vt, const at::Tensor& v_scale, const std::string& layout, bool causal,
                             double sm_scale, bool return_lse, at::Tensor& out,
                             const c10::optional<at::Tensor>& grid_sizes, const c10::optional<at::Tensor>& freqs,
-                            const c10::optional<at::Tensor>& sin) {
+                            const c10::optional<at::Tensor>& sin, const c10::optional<at::Tensor>& q_scale) {
   const char* op = kFp8 ? "mha_fp8_fwd" : "mha_int8_x_fp8_fwd";
-  check_attention_input(q, op, "q", q);
+  const bool q_quantized = q_scale.has_value();
+  if (q_quantized) {
+#if !defined(AC4K_HAS_QUANTIZE_ATTENTION_Q)
+    TORCH_CHECK(false, "ac4k::", op, ": this build (" AC4K_ARCH_NAME ") takes q in bf16 / fp16 only (no q_scale)");
+#endif
+    check_cuda_tensor(q, op, "q");
+    TORCH_CHECK(q.scalar_type() == (kFp8 ? at::kFloat8_e4m3fn : at::kChar), "ac4k::", op, ": a quantized q must be ",
+                kFp8 ? "float8_e4m3fn" : "int8", " (from quantize_attention_q), got ", c10::toString(q.scalar_type()));
+    TORCH_CHECK(q.dim() == 4 && q.stride(-1) == 1, "ac4k::", op, ": q must be 4-D with a contiguous last dim");
+    TORCH_CHECK(!grid_sizes.has_value(), "ac4k::", op,
+                ": q is already quantized; rotate it in quantize_attention_q (grid_sizes / freqs there)");
+    check_cuda_tensor(out, op, "out");
+    TORCH_CHECK(out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kHalf, "ac4k::", op,
+                ": out must be bfloat16 or float16, got ", c10::toString(out.scalar_type()));
+  } else {
+    check_attention_input(q, op, "q", q);
+  }
   TORCH_CHECK(k8.scalar_type() == (kFp8 ? at::kFloat8_e4m3fn : at::kChar), "ac4k::", op, ": k must be ",
               kFp8 ? "float8_e4m3fn (quantize_attention_kv with k_precision='fp8e4m3')" : "int8 (from quantize_attention_kv)",
               ", got ", c10::toString(k8.scalar_type()));
@@ -527,9 +589,17 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   }
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&k8, &k_scale, &vt, &v_scale, &out})
     check_same_device(q, *t, op, "an input");
+
   TORCH_CHECK(reinterpret_cast<uintptr_t>(v_scale.data_ptr()) % 8 == 0, "ac4k::", op,
               ": v_scale must be 8-byte aligned (the kernel reads channel pairs)");
   const ac4k::TokenView qv = token_view(q, layout, op, "q"), kv = token_view(k8, layout, op, "k");
+  if (q_quantized) {
+    check_same_device(q, *q_scale, op, "q_scale");
+    TORCH_CHECK(q_scale->scalar_type() == at::kFloat && q_scale->is_contiguous() && q_scale->dim() == 3 &&
+                    q_scale->size(0) == qv.B && q_scale->size(1) == qv.H && q_scale->size(2) == (qv.S + 15) / 16,
+                "ac4k::", op, ": q_scale must be the contiguous float32 [B, H, ceil(Sq / 16)] tensor of "
+                "quantize_attention_q, got ", c10::toString(q_scale->scalar_type()), " ", shape_str(q_scale->sizes()));
+  }
   TORCH_CHECK(k8.dim() == 4 && k8.stride(-1) == 1, "ac4k::", op, ": k must be 4-D with a contiguous last dim");
   TORCH_CHECK(qv.B == kv.B && qv.D == kv.D, "ac4k::", op, ": q ", shape_str(q.sizes()), " and k ",
               shape_str(k8.sizes()), " differ in batch or head dim");
@@ -542,7 +612,7 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   TORCH_CHECK(k_scale.size(0) == kv.B && k_scale.size(1) == kv.H && k_scale.size(2) == (kv.S + 63) / 64 &&
                   v_scale.size(0) == kv.B && v_scale.size(1) == kv.H && v_scale.size(2) == kv.D,
               "ac4k::", op, ": k_scale must be [B, H, ceil(Sk / 64)] and v_scale [B, H, D]");
-  TORCH_CHECK(out.scalar_type() == q.scalar_type(), "ac4k::", op, ": out must have q's dtype ",
+  TORCH_CHECK(q_quantized || out.scalar_type() == q.scalar_type(), "ac4k::", op, ": out must have q's dtype ",
               c10::toString(q.scalar_type()), ", got ", c10::toString(out.scalar_type()));
   TORCH_CHECK(out.sizes() == q.sizes() && out.stride(-1) == 1, "ac4k::", op, ": out must have q's shape ",
               shape_str(q.sizes()), " and a contiguous last dim");
@@ -553,7 +623,8 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   c10::cuda::CUDAGuard guard(q.device());
   ac4k::Mha8bitParams p;
   p.q = q.data_ptr();
-  p.q_dtype = to_ac4k(q.scalar_type());
+  p.q_dtype = to_ac4k(out.scalar_type());
+  p.q_scale = q_quantized ? q_scale->data_ptr<float>() : nullptr;
   p.k = static_cast<const int8_t*>(k8.data_ptr());
   p.vt = static_cast<const uint8_t*>(vt.data_ptr());
   p.k_scale = k_scale.data_ptr<float>();
@@ -585,7 +656,7 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
 #endif
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these shapes (head dim 64 or 128, q heads a multiple of k heads, 16-byte aligned "
-              "q with token / head strides a multiple of 8 elements)");
+              "q with token / head strides a multiple of 8 elements, 16 bytes for a quantized q)");
   check_cuda_call(err, op);
   return lse;
 }
@@ -596,10 +667,14 @@ std::tuple<at::Tensor, at::Tensor> mha_8bit_fwd(const at::Tensor& q, const at::T
                                                 const std::string& layout, bool causal, double sm_scale,
                                                 bool return_lse, const c10::optional<at::Tensor>& grid_sizes,
                                                 const c10::optional<at::Tensor>& freqs,
-                                                const c10::optional<at::Tensor>& sin) {
-  at::Tensor out = at::empty(q.sizes(), q.options());
+                                                const c10::optional<at::Tensor>& sin,
+                                                const c10::optional<at::Tensor>& q_scale,
+                                                c10::optional<at::ScalarType> out_dtype) {
+  const at::ScalarType o_dtype = q_scale.has_value() ? out_dtype.value_or(at::kBFloat16)
+                                                     : out_dtype.value_or(q.scalar_type());
+  at::Tensor out = at::empty(q.sizes(), q.options().dtype(o_dtype));
   at::Tensor lse = mha_8bit_fwd_out<kFp8>(q, k8, k_scale, vt, v_scale, layout, causal, sm_scale, return_lse, out,
-                                          grid_sizes, freqs, sin);
+                                          grid_sizes, freqs, sin, q_scale);
   return {out, lse};
 }
 
@@ -1056,21 +1131,25 @@ TORCH_LIBRARY(ac4k, m) {
 #endif
   m.def("quantize_attention_kv(Tensor k, Tensor v, str layout, Tensor? grid_sizes=None, Tensor? freqs=None, "
         "Tensor? sin=None, str k_precision=\"int8\") -> Tensor[]");
+#if defined(AC4K_HAS_QUANTIZE_ATTENTION_Q)
+  m.def("quantize_attention_q(Tensor q, str layout, Tensor? grid_sizes=None, Tensor? freqs=None, Tensor? sin=None, "
+        "str q_precision=\"int8\") -> Tensor[]");
+#endif
   m.def("rope3d(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin=None) -> Tensor");
   m.def("rope3d_out(Tensor x, Tensor grid_sizes, Tensor freqs, Tensor? sin, Tensor(a!) out) -> ()");
   m.def("mha_int8_x_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
         " bool causal, float sm_scale, bool return_lse, Tensor? grid_sizes=None, Tensor? freqs=None,"
-        " Tensor? sin=None) -> (Tensor, Tensor)");
+        " Tensor? sin=None, Tensor? q_scale=None, ScalarType? out_dtype=None) -> (Tensor, Tensor)");
   m.def("mha_int8_x_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
         " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out, Tensor? grid_sizes=None,"
-        " Tensor? freqs=None, Tensor? sin=None) -> Tensor");
+        " Tensor? freqs=None, Tensor? sin=None, Tensor? q_scale=None) -> Tensor");
 #if defined(AC4K_HAS_MHA_FP8)
   m.def("mha_fp8_fwd(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, str layout,"
         " bool causal, float sm_scale, bool return_lse, Tensor? grid_sizes=None, Tensor? freqs=None,"
-        " Tensor? sin=None) -> (Tensor, Tensor)");
+        " Tensor? sin=None, Tensor? q_scale=None, ScalarType? out_dtype=None) -> (Tensor, Tensor)");
   m.def("mha_fp8_fwd_out(Tensor q, Tensor k, Tensor k_scale, Tensor v, Tensor v_scale,"
         " str layout, bool causal, float sm_scale, bool return_lse, Tensor(a!) out, Tensor? grid_sizes=None,"
-        " Tensor? freqs=None, Tensor? sin=None) -> Tensor");
+        " Tensor? freqs=None, Tensor? sin=None, Tensor? q_scale=None) -> Tensor");
 #endif
 #if defined(AC4K_HAS_MHA_BF16)
   m.def("mha_bf16_fwd(Tensor q, Tensor k, Tensor v, str layout, bool causal, float sm_scale, bool return_lse)"
@@ -1107,6 +1186,9 @@ TORCH_LIBRARY_IMPL(ac4k, CUDA, m) {
   m.impl("quantize_nvfp4_out", &quantize_nvfp4_out);
 #endif
   m.impl("quantize_attention_kv", &quantize_attention_kv);
+#if defined(AC4K_HAS_QUANTIZE_ATTENTION_Q)
+  m.impl("quantize_attention_q", &quantize_attention_q);
+#endif
   m.impl("rope3d", &rope3d);
   m.impl("rope3d_out", &rope3d_out);
   m.impl("mha_int8_x_fp8_fwd", &mha_8bit_fwd<false>);

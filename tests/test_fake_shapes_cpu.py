@@ -61,6 +61,28 @@ def test_attention_fake_shapes(fake, layout, dtype):
 
 
 @pytest.mark.parametrize("layout", ["BNHD", "BHND"])
+def test_quantize_attention_q_fake_shapes(fake, layout):
+    if "quantize_attention_q" not in ac4k_kernel.get_info()["ops"]:
+        pytest.skip("this build has no quantize_attention_q")
+
+    def mk(S, H):
+        return _cuda(2, S, H, 128) if layout == "BNHD" else _cuda(2, H, S, 128)
+
+    with fake:
+        q, k, v = mk(300, 8), mk(77, 2), mk(77, 2)
+        q8, qs = torch.ops.ac4k.quantize_attention_q(q, layout, q_precision="fp8e4m3")
+        k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None, "fp8e4m3")
+        o, lse = torch.ops.ac4k.mha_fp8_fwd(q8, k8, ks, vt, vs, layout, False, 0.1, True, q_scale=qs,
+                                            out_dtype=torch.float16)
+        o_rope = ac4k_kernel.attention(q, k, v, layout=layout, rope=(torch.tensor([[3, 10, 10], [1, 1, 1]]),
+                                                                     _cuda(64, 64, dtype=torch.complex128)))
+    assert q8.shape == q.shape and q8.dtype == torch.float8_e4m3fn
+    assert qs.shape == (2, 8, 19) and qs.dtype == torch.float32
+    assert o.shape == q.shape and o.dtype == torch.float16 and lse.shape == (2, 8, 300)
+    assert o_rope.shape == q.shape and o_rope.dtype == q.dtype
+
+
+@pytest.mark.parametrize("layout", ["BNHD", "BHND"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_attention_bf16_fake_shapes(fake, layout, dtype):
     if "mha_bf16_fwd" not in ac4k_kernel.get_info()["ops"]:

@@ -16,6 +16,7 @@
 #define AC4K_HAS_MHA_BF16 1
 #define AC4K_HAS_MHA_NVFP4 1
 #define AC4K_HAS_MHA_ROPE 1  // q rotated inside the 8-bit attention kernel
+#define AC4K_HAS_QUANTIZE_ATTENTION_Q 1  // and the 8-bit attention kernels' quantized-Q input
 #define AC4K_HAS_GEMM 1
 #elif defined(AC4K_ARCH_SM89)  // Ada (and consumer Blackwell until lib/cuda/sm120): mma.sync kernels
 #define AC4K_HAS_QUANTIZE_NVFP4 1
@@ -32,6 +33,9 @@ cudaError_t quantize_fp8(const QuantizeParams& params, cudaStream_t stream);
 cudaError_t quantize_nvfp4(const QuantizeNvfp4Params& params, cudaStream_t stream);
 // Attention K and V: smoothed K to INT8 (or E4M3) per 64-token block, V to transposed, permuted FP8.
 cudaError_t quantize_attention_kv(const QuantizeAttentionKvParams& params, cudaStream_t stream);
+// Attention Q to INT8 (or E4M3) per 16-token block, rotated by rope3d on the way if asked; the
+// 8-bit attention kernels' quantized-Q input (sm90a).
+cudaError_t quantize_attention_q(const QuantizeAttentionQParams& params, cudaStream_t stream);
 // Floats of params.scratch that quantize_attention_kv needs for these sizes (the caller allocates).
 int64_t quantize_attention_kv_scratch(const QuantizeAttentionKvParams& params);
 // Wan's 3D rotary embedding; reference.rope3d.

@@ -130,8 +130,24 @@ struct QuantizeAttentionKvParams {
   float* scratch = nullptr;
 };
 
+// quantize_attention_q: q (bf16 / fp16) -> INT8 (or E4M3) per 16-token block of one head, as
+// quantize_int8 / quantize_fp8(q, "per_block", 16) would, optionally rotated by rope3d first (the
+// rotated values rounded to q's dtype exactly as rope3d writes them): the 8-bit attention kernels'
+// quantized-Q input (Mha8bitParams::q_scale), so a rotated q never goes through memory in bf16.
+struct QuantizeAttentionQParams {
+  const void* q = nullptr;
+  ScalarType dtype = ScalarType::BFloat16;  // of q
+  TokenView qv;                             // [B, S, H, D] view of q, D 64 or 128
+  uint8_t* q8 = nullptr;                    // INT8, or E4M3 bytes with fp8
+  TokenView q8v;                            // q8's view (q's sizes; rows 8-byte aligned)
+  bool fp8 = false;
+  float* q_scale = nullptr;                 // [B, H, ceil(S / 16)]
+  bool rope = false;
+  RopeFreqs rope_freqs;
+};
+
 // The 8-bit attention kernels: mha_int8_x_fp8_fwd (k INT8) and mha_fp8_fwd (k FP8 E4M3; q
-// quantized in the kernel as quantize_fp8(q, "per_block", 16)).
+// quantized in the kernel as quantize_fp8(q, "per_block", 16), or given quantized).
 struct Mha8bitParams {
   const void* q = nullptr;     // TokenView q_view, bf16 / fp16 (q_dtype, also the output's dtype)
   ScalarType q_dtype = ScalarType::BFloat16;
@@ -149,6 +165,10 @@ struct Mha8bitParams {
   // the kernel's quantization, the rotated values rounded to q's dtype exactly as rope3d writes them.
   bool rope = false;
   RopeFreqs rope_freqs;
+  // Optional (sm90a): q comes quantized by quantize_attention_q, INT8 (E4M3 for mha_fp8_fwd) bytes
+  // with these [B, Hq, ceil(Sq / 16)] scales, loaded by TMA (16-byte aligned rows); q_dtype is then
+  // only the output's dtype, and rope must be off.
+  const float* q_scale = nullptr;
 };
 
 // mha_bf16_fwd: unquantized attention on 16-bit tensor cores (reference.attention_bf16). q, k, v

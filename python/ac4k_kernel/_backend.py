@@ -92,7 +92,7 @@ def check_gpu_matches(torch_mod=None, mod=None, env=None) -> None:
 
 _KNOWN_OPS = {"quantize_int8", "quantize_int8_out", "quantize_fp8", "quantize_fp8_out", "quantize_nvfp4",
               "quantize_nvfp4_out", "mha_int8_x_fp8_fwd", "mha_fp8_fwd", "mha_bf16_fwd", "mha_nvfp4_fwd",
-              "rope3d", "gemm_fp8", "gemm_nvfp4"}
+              "rope3d", "quantize_attention_q", "gemm_fp8", "gemm_nvfp4"}
 # Registered when the compiled module loaded; a constant, so torch.compile traces the checks.
 AVAILABLE_OPS = frozenset(n for n in _KNOWN_OPS if _C is not None and hasattr(torch.ops.ac4k, n))
 

@@ -204,6 +204,53 @@ def test_attention_strided_qkv(precision):
     assert _rel_l1(o, REF[precision](q, k, v)) <= 0.005
 
 
+_HAS_Q_OP = torch.cuda.is_available() and "quantize_attention_q" in ac4k_kernel.get_info()["ops"]
+
+
+@pytest.mark.skipif(not _HAS_Q_OP, reason="this build has no quantize_attention_q")
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("B,Sq,Sk,Hq,Hkv,D,layout,causal", CASES + [(2, 65, 200, 4, 2, 64, "BHND", False)])
+def test_attention_quantized_q(B, Sq, Sk, Hq, Hkv, D, layout, causal, precision):
+    """The 8-bit ops with q given quantized (quantize_attention_q, Q's tile by TMA) equal the ops
+    quantizing bf16 q themselves, bit for bit (o and lse), into a poisoned out= and as out_dtype."""
+    q, k, v = _qkv(B, Sq, Sk, Hq, Hkv, D, layout, seed=Sq + 2 * Sk)
+    qp = "fp8e4m3" if precision == "fp8e4m3" else "int8"
+    name = "mha_fp8_fwd" if precision == "fp8e4m3" else "mha_int8_x_fp8_fwd"
+    k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None, qp)
+    q8, qs = torch.ops.ac4k.quantize_attention_q(q, layout, q_precision=qp)
+    args = (k8, ks, vt, vs, layout, causal, 0.09, True)
+    want, want_lse = getattr(torch.ops.ac4k, name)(q, *args)
+    out = torch.full_like(q, float("nan"))
+    lse = getattr(torch.ops.ac4k, name + "_out")(q8, *args, out, q_scale=qs)
+    assert torch.equal(out, want) and torch.equal(lse, want_lse)
+    o16, _ = getattr(torch.ops.ac4k, name)(q8, *args, q_scale=qs, out_dtype=torch.float16)
+    want16 = getattr(torch.ops.ac4k, name)(q.half(), *args)[0]
+    assert o16.dtype == torch.float16 and torch.equal(o16, want16)
+
+
+@pytest.mark.skipif(not _HAS_Q_OP, reason="this build has no quantize_attention_q")
+def test_attention_quantized_q_errors():
+    q, k, v = _qkv(1, 200, 200, 4, 2, 128)
+    k8, ks, _, vt, vs = torch.ops.ac4k.quantize_attention_kv(k, v, "BNHD")
+    q8, qs = torch.ops.ac4k.quantize_attention_q(q, "BNHD")
+    mha, args = torch.ops.ac4k.mha_int8_x_fp8_fwd, (k8, ks, vt, vs, "BNHD", False, 0.1, False)
+    with pytest.raises(RuntimeError, match="a quantized q must be int8"):
+        mha(q, *args, q_scale=qs)
+    with pytest.raises(RuntimeError, match="a quantized q must be float8_e4m3fn"):
+        torch.ops.ac4k.mha_fp8_fwd(q8, *args, q_scale=qs)
+    with pytest.raises(RuntimeError, match=r"q_scale must be the contiguous float32 \[B, H, ceil\(Sq / 16\)\]"):
+        mha(q8, *args, q_scale=qs[..., :5].contiguous())
+    with pytest.raises(RuntimeError, match="q_scale must be"):
+        mha(q8, *args, q_scale=qs.double())
+    with pytest.raises(RuntimeError, match="already quantized"):
+        mha(q8, *args, torch.tensor([[1, 10, 20]]), ref.rope3d_freqs(32, 128).cuda(), None, q_scale=qs)
+    with pytest.raises(RuntimeError, match="out must be bfloat16 or float16"):
+        mha(q8, *args, q_scale=qs, out_dtype=torch.float32)
+    q8_odd = torch.zeros(1, 200, 4, 136, dtype=torch.int8, device="cuda")[..., 4:132]  # 4-byte offset
+    with pytest.raises(RuntimeError, match="16 bytes for a quantized q"):
+        mha(q8_odd, *args, q_scale=qs)
+
+
 def test_attention_errors():
     q, k, v = _qkv(1, 64, 64, 4, 4, 128)
     with pytest.raises(ValueError, match="head dim"):

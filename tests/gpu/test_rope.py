@@ -435,3 +435,109 @@ def test_rope_fused_errors():
         torch.ops.ac4k.quantize_attention_kv(k, k, "BNHD", torch.tensor([[1, 8, 8]]), freqs[:, :10], None)
     with pytest.raises(ValueError, match="rope must be a pair"):
         ac4k_kernel.attention(k, k, k, rope=freqs)
+
+
+def _has_q_op():
+    return "quantize_attention_q" in ac4k_kernel.get_info()["ops"]
+
+
+def _poisoned_pool(nbytes: int = 64 << 20):
+    """Fill freed allocator blocks with 0x55 so that outputs the op allocates start poisoned: an element
+    it does not write keeps the pattern (which no quantized value or scale bit pattern here equals in
+    bulk), instead of whatever happened to be there."""
+    torch.full((nbytes,), 0x55, dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+
+
+Q_CASES = [  # B, S, H, D, grids (None: no rope), max_pos, layout, dtype
+    (2, 300, 3, 128, [[3, 10, 9], [2, 7, 11]], 64, "BNHD", torch.bfloat16),  # per-sample grids, copied tails
+    (1, 1, 2, 128, [[1, 1, 1]], 8, "BNHD", torch.bfloat16),                  # one token
+    (2, 17, 11, 64, [[1, 3, 5], [1, 1, 17]], 32, "BHND", torch.bfloat16),     # 11 heads: warps take 2; 15 of 17 rotated
+    (1, 1100, 40, 128, [[4, 16, 17]], 64, "BNHD", torch.float16),             # Wan's 40 heads, fp16
+    (2, 777, 5, 64, None, 0, "BHND", torch.bfloat16),                         # no rope: per_block 16 alone
+    (1, 4096, 9, 128, [[16, 16, 16]], 64, "BHND", torch.bfloat16),            # every token rotated
+]
+
+
+@pytest.mark.skipif(not _has_q_op(), reason="this build has no quantize_attention_q")
+@pytest.mark.parametrize("B,S,H,D,grids,max_pos,layout,dtype", Q_CASES)
+@pytest.mark.parametrize("q_precision", ["int8", "fp8e4m3"])
+def test_quantize_attention_q(B, S, H, D, grids, max_pos, layout, dtype, q_precision):
+    """q rotated and quantized in one pass: values and scales bit for bit the reference quantizer
+    (per_block, 16 tokens) applied to rope3d(q), in q's layout; every output element written."""
+    g = torch.Generator(device="cuda").manual_seed(S + H + D)
+    shape = (B, S, H, D) if layout == "BNHD" else (B, H, S, D)
+    q = (3 * torch.randn(shape, device="cuda", generator=g)).to(dtype)
+    rope = ()
+    qr = q
+    if grids is not None:
+        freqs = _freqs_forms(max_pos, D)["complex128"][0]
+        gs = torch.tensor(grids, dtype=torch.int64)
+        rope = (gs, freqs, None)
+        qr = _bnhd(ac4k_kernel.rope3d(_bnhd(q, layout), gs, freqs), layout)
+    _poisoned_pool()
+    q8, qs = torch.ops.ac4k.quantize_attention_q(q, layout, *rope, q_precision) if rope else \
+        torch.ops.ac4k.quantize_attention_q(q, layout, q_precision=q_precision)
+    want = (ref.quantize_int8 if q_precision == "int8" else ref.quantize_fp8)(qr.cpu(), "per_block", 16, layout)
+    assert q8.shape == q.shape and q8.dtype == want.values.dtype
+    assert qs.shape == (B, H, -(-S // 16)) and qs.dtype == torch.float32
+    assert torch.equal(_bits(q8.cpu()), _bits(want.values))
+    assert torch.equal(_bits(qs.cpu()), _bits(want.scales))
+
+
+@pytest.mark.skipif(not _has_q_op(), reason="this build has no quantize_attention_q")
+@pytest.mark.parametrize("form", ["complex64", "cos_sin"])
+@pytest.mark.parametrize("grid_on_gpu", [False, True])
+def test_quantize_attention_q_table_forms(form, grid_on_gpu):
+    """The other table forms and GPU grid sizes: the same bits as quantizing rope3d(q) with them."""
+    freqs = _freqs_forms(32, 128)[form][0]
+    q = torch.randn(2, 500, 4, 128, device="cuda").to(torch.bfloat16)
+    gs = torch.tensor([[2, 10, 20], [3, 8, 8]], dtype=torch.int64, device="cuda" if grid_on_gpu else "cpu")
+    got = torch.ops.ac4k.quantize_attention_q(q, "BNHD", *rope_args(gs, freqs, "test"))
+    want = ref.quantize_int8(ac4k_kernel.rope3d(q, gs, freqs).cpu(), "per_block", 16)
+    assert torch.equal(_bits(got[0].cpu()), _bits(want.values))
+    assert torch.equal(_bits(got[1].cpu()), _bits(want.scales))
+
+
+@pytest.mark.skipif(not _has_q_op(), reason="this build has no quantize_attention_q")
+def test_quantize_attention_q_strided_and_special_values():
+    """q as a view into a packed qkv tensor (token stride 3 H D), with NaN and +-inf in some blocks:
+    the reference's semantics (NaN ignored by the absmax, an inf makes the block's scale inf and its
+    values 0; E4M3 keeps NaN) bit for bit."""
+    qkv = torch.randn(1, 100, 3, 6, 64, device="cuda").to(torch.bfloat16)
+    q = qkv[:, :, 0]
+    q[0, 3, 1, 5] = float("nan")
+    q[0, 40, 2, 0] = float("inf")
+    q[0, 99, 5, 63] = -float("inf")
+    for prec, fn in (("int8", ref.quantize_int8), ("fp8e4m3", ref.quantize_fp8)):
+        q8, qs = torch.ops.ac4k.quantize_attention_q(q, "BNHD", q_precision=prec)
+        want = fn(q.cpu(), "per_block", 16)
+        got_v, want_v = q8.cpu(), want.values
+        if prec == "fp8e4m3":  # 0 * inf is NaN in both; its sign bit is not defined
+            nan = torch.isnan(got_v.float())
+            assert torch.equal(nan, torch.isnan(want_v.float()))
+            got_v, want_v = got_v[~nan], want_v[~nan]
+        assert torch.equal(_bits(got_v), _bits(want_v)), prec
+        assert torch.equal(_bits(qs.cpu()), _bits(want.scales)), prec
+
+
+@pytest.mark.skipif(not _has_q_op(), reason="this build has no quantize_attention_q")
+def test_quantize_attention_q_errors():
+    q = torch.randn(1, 64, 2, 128, device="cuda", dtype=torch.bfloat16)
+    freqs = ref.rope3d_freqs(16, 128).cuda()
+    op = torch.ops.ac4k.quantize_attention_q
+    with pytest.raises(RuntimeError, match="q_precision must be"):
+        op(q, "BNHD", q_precision="int4")
+    with pytest.raises(RuntimeError, match="head dim must be 64 or 128"):
+        op(torch.randn(1, 64, 2, 96, device="cuda", dtype=torch.bfloat16), "BNHD")
+    with pytest.raises(RuntimeError, match="bfloat16 or float16|must be"):
+        op(q.float(), "BNHD")
+    with pytest.raises(RuntimeError, match="layout must be"):
+        op(q, "BSHD")
+    with pytest.raises(RuntimeError, match="rope needs both grid_sizes and freqs"):
+        op(q, "BNHD", torch.tensor([[1, 8, 8]]))
+    with pytest.raises(RuntimeError, match="covers 72 tokens, more than S = 64"):
+        op(q, "BNHD", torch.tensor([[1, 8, 9]]), freqs)
+    base = torch.randn(64 * 2 * 128 + 4, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="not supported"):  # data 8 bytes past a 16-byte boundary
+        op(base[4:].view(1, 64, 2, 128), "BNHD")

@@ -2,7 +2,7 @@
 // recipe, ac4k_kernel.reference.attention_int8_fp8) or FP8 E4M3 tensor cores (mha_fp8_fwd,
 // reference.attention_fp8), PV on FP8 tensor cores; the two differ only in Q and K's format.
 // Inputs come from quantize_attention_kv.cu (layouts in types.h); Q comes in bf16 / fp16 and is
-// quantized here. Included by the two ops' files, each instantiating its format.
+// quantized here, or already quantized by quantize_attention_q.cu (with rope3d fused there). Included by the two ops' files, each instantiating its format.
 //
 // One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
 // stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
@@ -221,12 +221,16 @@ struct QRows {
   }
 };
 
+// How Q arrives: bf16 / fp16 quantized here (kPlain), rotated by rope3d first (kRope, p.rope), or
+// already quantized by quantize_attention_q (kQuantized, p.q_scale): one TMA load of the tile.
+enum class QIn { kPlain, kRope, kQuantized };
+
 // QkFmt: Int8Format (mha_int8_x_fp8_fwd) or Fp8Format (mha_fp8_fwd), Q's and K's format.
-// kRope: q rotated by rope3d (p.rope) between its load and its quantization.
-template <typename T, int D, typename QkFmt, bool kRope>
+// T: q's dtype (kPlain, kRope) and the output's.
+template <typename T, int D, typename QkFmt, QIn kQIn>
 __global__ void __launch_bounds__(128, D == 64 ? 4 : 3)
 mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
-                const __grid_constant__ Mha8bitParams p) {
+                const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ Mha8bitParams p) {
   extern __shared__ __align__(1024) uint8_t smem[];
   // Swizzled TMA tiles and wgmma descriptors need 1024-byte alignment; the dynamic shared memory
   // window starts there on sm90 (no static shared memory in this kernel).
@@ -250,9 +254,10 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, quad = lane % 4;
   QRows<D> qrows;
-  qrows.load(static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
-             int64_t(m_blk) * kBlockM + warp * 16, lane);
-  if constexpr (kRope) {
+  if constexpr (kQIn != QIn::kQuantized)
+    qrows.load(static_cast<const T*>(p.q) + int64_t(b) * qv.stride_b + int64_t(h) * qv.stride_h, qv.stride_s, qv.S,
+               int64_t(m_blk) * kBlockM + warp * 16, lane);
+  if constexpr (kQIn == QIn::kRope) {
     // A bad GPU grid traps (no message: an assert's call would serialize the wgmmas, see rope.cuh);
     // attention() meets it first in the K / V pass, which says what is wrong.
     int64_t gf = 0, gh = 0, gw = 0;
@@ -272,15 +277,28 @@ mha_8bit_kernel(const __grid_constant__ CUtensorMap tm_k, const __grid_constant_
     tma_load_4d(sk + stage * Smem<D>::kK, &tm_k, full + stage, 0, n * kBlockN, hkv, b);
     tma_load_3d(sv + stage * Smem<D>::kV, &tm_v, full + stage, n * kBlockN, 0, b * int(kv.H) + hkv);
   };
+  uint64_t* q_full = full + kStages;  // kQuantized: the Q tile's TMA load
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) mbar_init(full + s, 1);
+    if constexpr (kQIn == QIn::kQuantized) mbar_init(q_full, 1);
     fence_barrier_init();
+    if constexpr (kQIn == QIn::kQuantized) {  // rows past Sq read as zeros
+      mbar_arrive_expect_tx(q_full, Smem<D>::kQ);
+      tma_load_4d(sq, &tm_q, q_full, 0, m_blk * kBlockM, h, b);
+    }
     for (int n = 0; n < kStages && n < n_blocks; ++n) load_kv(n, n);
   }
   // Q scale per 16 rows (one per warp), K scales per 64 keys (two per block): see types.h.
-  const float q_scale = qrows.template quantize<T, QkFmt>(sq, warp * 16, lane);
+  float q_scale;
+  if constexpr (kQIn == QIn::kQuantized) {
+    const int64_t n_qblk = ceil_div(qv.S, 16), blk = int64_t(m_blk) * (kBlockM / 16) + warp;
+    q_scale = blk < n_qblk ? p.q_scale[(int64_t(b) * qv.H + h) * n_qblk + blk] : 0.f;
+  } else {
+    q_scale = qrows.template quantize<T, QkFmt>(sq, warp * 16, lane);
+  }
   fence_proxy_async_shared();  // generic-proxy writes (Q, ones rows) before the wgmma reads them
   __syncthreads();
+  if constexpr (kQIn == QIn::kQuantized) mbar_wait(q_full, 0);
 
   const int64_t row0 = int64_t(m_blk) * kBlockM + warp * 16 + lane / 4;  // and row0 + 8
   const int n_kblk = int(ceil_div(kv.S, 64));
@@ -425,13 +443,25 @@ cudaError_t launch(const Mha8bitParams& p, cudaStream_t stream) {
     const uint32_t box[3] = {kBlockN, D, 1};
     err = encode_tensor_map(&tv, p.vt, ScalarType::UInt8, 3, dims, strides, box, TmaSwizzle::B128);
   }
+  // Quantized Q as [B, S, H, D] 8-bit, a box of 64 rows x D of one head, swizzled as K is (qk_desc).
+  CUtensorMap tq = tk;  // unused unless p.q_scale
+  if (err == cudaSuccess && p.q_scale != nullptr) {
+    const TokenView& qv = p.q_view;
+    const int64_t dims[4] = {qv.D, qv.S, qv.H, qv.B};
+    const int64_t strides[4] = {1, qv.stride_s, qv.stride_h, qv.stride_b};
+    const uint32_t box[4] = {uint32_t(D), kBlockM, 1, 1};
+    err = encode_tensor_map(&tq, p.q, ScalarType::UInt8, 4, dims, strides, box,
+                            D == 128 ? TmaSwizzle::B128 : TmaSwizzle::B64);
+  }
   if (err != cudaSuccess) return err;
-  auto kernel = p.rope ? mha_8bit_kernel<T, D, QkFmt, true> : mha_8bit_kernel<T, D, QkFmt, false>;
+  auto kernel = p.q_scale != nullptr ? mha_8bit_kernel<T, D, QkFmt, QIn::kQuantized>
+                : p.rope             ? mha_8bit_kernel<T, D, QkFmt, QIn::kRope>
+                                     : mha_8bit_kernel<T, D, QkFmt, QIn::kPlain>;
   const int smem = Smem<D>::kBytes;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
-  kernel<<<grid, 128, smem, stream>>>(tk, tv, p);
+  kernel<<<grid, 128, smem, stream>>>(tk, tv, tq, p);
   return last_launch_error();
 }
 
@@ -440,8 +470,11 @@ cudaError_t mha_8bit_fwd(const Mha8bitParams& p, cudaStream_t stream) {
   const TokenView &q = p.q_view, &k = p.k_view;
   const bool bf16 = p.q_dtype == ScalarType::BFloat16;
   if (q.D != k.D || (q.D != 64 && q.D != 128) || k.H == 0 || q.H % k.H != 0 || p.sk_pad % 128 != 0 ||
-      p.sk_pad < k.S || (!bf16 && p.q_dtype != ScalarType::Float16) || !rows_aligned_16b(p.q, q) ||
-      !rows_aligned_16b(p.o, p.o_view))
+      p.sk_pad < k.S || (!bf16 && p.q_dtype != ScalarType::Float16) || !rows_aligned_16b(p.o, p.o_view))
+    return cudaErrorNotSupported;
+  // 16-byte loads of q's rows, or (quantized) TMA: 16-byte aligned base and strides.
+  if (p.q_scale != nullptr ? (p.rope || !is_aligned(p.q, 16) || q.stride_b % 16 || q.stride_s % 16 || q.stride_h % 16)
+                           : !rows_aligned_16b(p.q, q))
     return cudaErrorNotSupported;
   if (q.B * q.H * q.S == 0) return cudaSuccess;
   if (q.B > 65535 || q.H > 65535) return cudaErrorNotSupported;

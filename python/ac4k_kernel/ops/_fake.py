@@ -78,12 +78,21 @@ def _register() -> None:
                     v.new_empty((B, Hkv, D), **f32)]
 
         def _mha(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, grid_sizes=None, freqs=None,
-                 sin=None):
-            return q.new_empty(q.shape), _lse(q, layout, return_lse)
+                 sin=None, q_scale=None, out_dtype=None):
+            dt = out_dtype or (torch.bfloat16 if q_scale is not None else q.dtype)
+            return q.new_empty(q.shape, dtype=dt), _lse(q, layout, return_lse)
 
         def _mha_out(q, k, k_scale, v, v_scale, layout, causal, sm_scale, return_lse, out, grid_sizes=None,
-                     freqs=None, sin=None):
+                     freqs=None, sin=None, q_scale=None):
             return _lse(q, layout, return_lse)
+
+        if "quantize_attention_q" in ops:
+            @torch.library.register_fake("ac4k::quantize_attention_q")
+            def _qq(q, layout, grid_sizes=None, freqs=None, sin=None, q_precision="int8"):
+                B = q.shape[0]
+                Sq, Hq = (q.shape[1], q.shape[2]) if layout == "BNHD" else (q.shape[2], q.shape[1])
+                q_dtype = torch.int8 if q_precision == "int8" else torch.float8_e4m3fn
+                return [q.new_empty(q.shape, dtype=q_dtype), q.new_empty((B, Hq, (Sq + 15) // 16), dtype=torch.float32)]
 
         for name in ("mha_int8_x_fp8_fwd", "mha_fp8_fwd"):
             if name in ops:

@@ -1,6 +1,7 @@
 """attention: Python → torch.ops.ac4k.quantize_attention_kv + mha_<precision>_fwd
 (lib/cuda_bindings.cc) → launchers in lib/cuda/<arch>/quantize_attention_kv.cu and
-mha_*.cu (which quantizes Q itself); precision "bf16" → torch.ops.ac4k.mha_bf16_fwd alone;
+mha_*.cu (which quantizes Q itself; with rope, quantize_attention_q.cu rotates and quantizes Q
+first); precision "bf16" → torch.ops.ac4k.mha_bf16_fwd alone;
 "nvfp4" → torch.ops.ac4k.quantize_nvfp4 (q, smoothed k, V^T) + mha_nvfp4_fwd (mha_nvfp4_fwd.cu).
 The recipes are defined in ac4k_kernel.reference.attention."""
 from __future__ import annotations
@@ -9,9 +10,10 @@ from typing import Optional
 
 import torch
 
+from .._backend import available_ops
 from ..reference.quant import LAYOUTS
 from ._common import require_cuda, require_op
-from .rope import rope3d
+from .rope import rope3d, rope_args
 
 _OP = {"int8+fp8e4m3": "mha_int8_x_fp8_fwd", "fp8e4m3": "mha_fp8_fwd", "bf16": "mha_bf16_fwd",
        "nvfp4": "mha_nvfp4_fwd"}
@@ -70,19 +72,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
 
     rope = (grid_sizes, freqs): Wan's 3D RoPE applied to q and k first, as `rope3d(q, *rope)` and
     `rope3d(k, *rope)` would (same arguments and checks, rope3d's bits; token s of either is at its
-    (f, h, w) position), as rope3d before the quantization. The ops can rotate on the way instead
-    (quantize_attention_kv's and the 8-bit attention ops' grid_sizes / freqs arguments, bit-identical),
-    but on the H100 at Wan's shape K's fused pass measured 1.36x slower than rope3d + the plain pass
-    and Q's rotation in the kernel no faster than rope3d(q) (docs/perf-notes.md), so they are not
-    used here.
+    (f, h, w) position), bit for bit the output of attention on rope3d(q), rope3d(k). For the 8-bit
+    precisions (without return_lse, whose correction term needs the rotated q) q is rotated and
+    quantized in one pass (quantize_attention_q, sm90a), so a rotated q never goes through memory
+    in bf16; k goes through rope3d, then the K / V pass (its mean needs every rotated token before
+    any output: a fused pass rotates K twice and measured slower, docs/perf-notes.md).
     """
     require_op(_OP.get(precision, ""), "attention", precision, _OP)
     Hq, Hkv, D = _check(q, k, v, layout, out)
     scale = float(sm_scale) if sm_scale is not None else D ** -0.5
+    q_quant = None  # (q8, q_scale) from quantize_attention_q
     if rope is not None:
         if not isinstance(rope, (tuple, list)) or len(rope) != 2:
             raise ValueError("attention: rope must be a pair (grid_sizes, freqs)")
-        q, k = _rope(q, *rope, layout), _rope(k, *rope, layout)
+        k = _rope(k, *rope, layout)
+        if precision in ("int8+fp8e4m3", "fp8e4m3") and not return_lse and "quantize_attention_q" in available_ops():
+            gs, table, sin = rope_args(*rope, "attention")
+            q_quant = torch.ops.ac4k.quantize_attention_q(q, layout, gs, table, sin,
+                                                          "fp8e4m3" if precision == "fp8e4m3" else "int8")
+        else:
+            q = _rope(q, *rope, layout)
     if precision == "bf16":  # no quantization: q, k, v go to the kernel as they are (TMA loads)
         o, lse = _run("mha_bf16_fwd", (q, k, v, layout, causal, scale, return_lse), out)
         return (o, lse) if return_lse else o
@@ -92,6 +101,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
         k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
         k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,
                                                                                 k_precision)
+        if q_quant is not None:  # q rotated and quantized already (no lse here)
+            args = (q_quant[0], k8, k_scale, vt, v_scale, layout, causal, scale, False)
+            if out is not None:
+                getattr(torch.ops.ac4k, _OP[precision] + "_out")(*args, out, q_scale=q_quant[1])
+                return out
+            return getattr(torch.ops.ac4k, _OP[precision])(*args, q_scale=q_quant[1], out_dtype=q.dtype)[0]
         o, lse = _run(_OP[precision], (q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse), out)
     if not return_lse:
         return o
