@@ -2,7 +2,8 @@
 // recipe, ac4k_kernel.reference.attention_int8_fp8) or FP8 E4M3 tensor cores (mha_fp8_fwd,
 // reference.attention_fp8), PV on FP8 tensor cores; the two differ only in Q and K's format.
 // Inputs come from quantize_attention_kv.cu (layouts in types.h); Q comes in bf16 / fp16 and is
-// quantized here, or already quantized by quantize_attention_q.cu (with rope3d fused there). Included by the two ops' files, each instantiating its format.
+// quantized here, or comes already quantized by quantize_attention_q.cu (with rope3d fused there).
+// Included by the two ops' files, each instantiating its format.
 //
 // One warpgroup per CTA owns 64 query rows of one (batch, head); three CTAs share an SM (two
 // stages of K and V^T in 76 KB of shared memory, <= 168 registers), and the resident CTAs
