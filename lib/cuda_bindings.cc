@@ -419,6 +419,19 @@ at::Tensor rope_table_hilo(ac4k::RopeFreqs& p, const at::Tensor& x, int64_t D, c
   return t;
 }
 
+// The fused ops' optional rope arguments: none, or grid_sizes and freqs (and sin for a cos / sin
+// table), read into f by rope_freqs for x's view v. Returns whether x is rotated; grid_dev keeps the
+// grid's device copy alive until the launch is queued.
+bool optional_rope(ac4k::RopeFreqs& f, at::Tensor& grid_dev, const at::Tensor& x, const ac4k::TokenView& v,
+                   const c10::optional<at::Tensor>& grid_sizes, const c10::optional<at::Tensor>& freqs,
+                   const c10::optional<at::Tensor>& sin, const char* op) {
+  TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
+              ": rope needs both grid_sizes and freqs");
+  if (!grid_sizes.has_value()) return false;
+  grid_dev = rope_freqs(f, x, v.B, v.S, v.D, *grid_sizes, *freqs, sin, op);
+  return true;
+}
+
 // ------------------------------------------------------------------------------ attention (int8 x fp8)
 
 // The kernels' 16-byte vectors (rope3d, the attention output): data pointer and B / S / H strides of [B, S, H, D] (a dim of size
@@ -488,14 +501,9 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
     scratch = at::empty({n_scratch}, f32);
     p.scratch = scratch.data_ptr<float>();
   }
-  TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
-              ": rope needs both grid_sizes and freqs");
   at::Tensor grid_dev, table;
-  if (grid_sizes.has_value()) {
-    p.rope = true;
-    grid_dev = rope_freqs(p.rope_freqs, k, kv.B, kv.S, kv.D, *grid_sizes, *freqs, sin, op);
-    table = rope_table_hilo(p.rope_freqs, k, kv.D, op);
-  }
+  p.rope = optional_rope(p.rope_freqs, grid_dev, k, kv, grid_sizes, freqs, sin, op);
+  if (p.rope) table = rope_table_hilo(p.rope_freqs, k, kv.D, op);
   const cudaError_t err = ac4k::quantize_attention_kv(p, c10::cuda::getCurrentCUDAStream(k.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these inputs (16-byte aligned data and token / head strides a multiple of 8 "
@@ -532,13 +540,8 @@ std::vector<at::Tensor> quantize_attention_q(const at::Tensor& q, const std::str
   p.q8v = token_view(q8, layout, op, "q8");
   p.fp8 = fp8;
   p.q_scale = q_scale.data_ptr<float>();
-  TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
-              ": rope needs both grid_sizes and freqs");
-  at::Tensor grid_dev;
-  if (grid_sizes.has_value()) {  // the table as given: each CTA builds its tokens' multipliers once
-    p.rope = true;
-    grid_dev = rope_freqs(p.rope_freqs, q, qv.B, qv.S, qv.D, *grid_sizes, *freqs, sin, op);
-  }
+  at::Tensor grid_dev;  // the table as given: each CTA builds its tokens' multipliers once
+  p.rope = optional_rope(p.rope_freqs, grid_dev, q, qv, grid_sizes, freqs, sin, op);
   const cudaError_t err = ac4k::quantize_attention_q(p, c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
   TORCH_CHECK(err != cudaErrorNotSupported, "ac4k::", op,
               ": not supported for these inputs (16-byte aligned data and token / head strides a multiple of 8 "
@@ -589,7 +592,6 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   }
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&k8, &k_scale, &vt, &v_scale, &out})
     check_same_device(q, *t, op, "an input");
-
   TORCH_CHECK(reinterpret_cast<uintptr_t>(v_scale.data_ptr()) % 8 == 0, "ac4k::", op,
               ": v_scale must be 8-byte aligned (the kernel reads channel pairs)");
   const ac4k::TokenView qv = token_view(q, layout, op, "q"), kv = token_view(k8, layout, op, "k");
@@ -637,17 +639,13 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   p.lse = return_lse ? lse.data_ptr<float>() : nullptr;
   p.sm_scale = static_cast<float>(sm_scale);
   p.causal = causal;
-  TORCH_CHECK(grid_sizes.has_value() == freqs.has_value() && (!sin.has_value() || freqs.has_value()), "ac4k::", op,
-              ": rope needs both grid_sizes and freqs");
-  at::Tensor grid_dev, table;
-  if (grid_sizes.has_value()) {
 #if !defined(AC4K_HAS_MHA_ROPE)
-    TORCH_CHECK(false, "ac4k::", op, ": this build (" AC4K_ARCH_NAME ") does not rotate q in the kernel; apply rope3d to q first");
+  TORCH_CHECK(!grid_sizes.has_value(), "ac4k::", op, ": this build (" AC4K_ARCH_NAME
+              ") does not rotate q in the kernel; apply rope3d to q first");
 #endif
-    p.rope = true;
-    grid_dev = rope_freqs(p.rope_freqs, q, qv.B, qv.S, qv.D, *grid_sizes, *freqs, sin, op);
-    table = rope_table_hilo(p.rope_freqs, q, qv.D, op);
-  }
+  at::Tensor grid_dev, table;
+  p.rope = optional_rope(p.rope_freqs, grid_dev, q, qv, grid_sizes, freqs, sin, op);
+  if (p.rope) table = rope_table_hilo(p.rope_freqs, q, qv.D, op);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
 #if defined(AC4K_HAS_MHA_FP8)
   const cudaError_t err = kFp8 ? ac4k::mha_fp8_fwd(p, stream) : ac4k::mha_int8_x_fp8_fwd(p, stream);

@@ -317,8 +317,10 @@ cudaError_t mha_8bit_fwd(const Mha8bitParams& p, cudaStream_t stream) {
   const TokenView &qv = p.q_view, &kv = p.k_view, &ov = p.o_view;
   if (qv.B * qv.H * qv.S == 0) return cudaSuccess;
   const bool bf16 = p.q_dtype == ScalarType::BFloat16;
-  if (p.q_scale != nullptr || (!bf16 && p.q_dtype != ScalarType::Float16) || (qv.D != 64 && qv.D != 128) || kv.D != qv.D || kv.B != qv.B ||
-      kv.H < 1 || qv.H % kv.H != 0 || kv.S < 1 || ov.S != qv.S || ov.H != qv.H || ov.B != qv.B)
+  // p.q_scale (a quantized q) is sm90a's alone.
+  if (p.q_scale != nullptr || (!bf16 && p.q_dtype != ScalarType::Float16) || (qv.D != 64 && qv.D != 128) ||
+      kv.D != qv.D || kv.B != qv.B || kv.H < 1 || qv.H % kv.H != 0 || kv.S < 1 || ov.S != qv.S || ov.H != qv.H ||
+      ov.B != qv.B)
     return cudaErrorNotSupported;
   // 16-byte loads of q rows, cp.async of k rows and vt runs; 4-byte stores of o.
   if (!rows_aligned_16b(p.q, qv) || !is_aligned(p.k, 16) || kv.stride_s % 16 || kv.stride_h % 16 ||

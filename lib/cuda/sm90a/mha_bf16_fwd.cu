@@ -51,8 +51,8 @@ constexpr int64_t kLongKeys = 2048;
 // each of its two rows): s[i] (the raw score of row r = (i/2)%2 -> row0 + 8r, key key0 + 8(i/4) +
 // i%2, key0 = block start + 2*quad) becomes p = 2^(s c - m), c = sm_scale * log2(e) >= 0, m the
 // running row max of s c. alpha: the factor that rescales the previous O and l. l: this thread's
-// partial row sums (its NS / 2 columns), reduced over the quad at the end. Masking (kMask): key offset 8(i/4) + i%2 >= key_end (past Sk) or, for
-// row r, > diag + 8r (causal) -> p = 0.
+// partial row sums (its NS / 2 columns), reduced over the quad at the end. Masking (kMask): key
+// offset 8(i/4) + i%2 >= key_end (past Sk) or, for row r, > diag + 8r (causal) -> p = 0.
 template <bool kMask, int NS>
 __device__ __forceinline__ void softmax_block(float (&s)[NS], float (&m)[2], float (&l)[2],
                                               float (&alpha)[2], float c, int key_end, int diag) {

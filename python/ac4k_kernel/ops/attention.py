@@ -81,33 +81,27 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     require_op(_OP.get(precision, ""), "attention", precision, _OP)
     Hq, Hkv, D = _check(q, k, v, layout, out)
     scale = float(sm_scale) if sm_scale is not None else D ** -0.5
-    q_quant = None  # (q8, q_scale) from quantize_attention_q
+    qk_format = "fp8e4m3" if precision == "fp8e4m3" else "int8"  # Q's and K's format (8-bit precisions)
+    q_in, q_kw = q, {}  # the kernel's q: as given, or (with rope) its INT8 / E4M3 bytes and q_scale
     if rope is not None:
         if not isinstance(rope, (tuple, list)) or len(rope) != 2:
             raise ValueError("attention: rope must be a pair (grid_sizes, freqs)")
         k = _rope(k, *rope, layout)
         if precision in ("int8+fp8e4m3", "fp8e4m3") and not return_lse and "quantize_attention_q" in available_ops():
-            gs, table, sin = rope_args(*rope, "attention")
-            q_quant = torch.ops.ac4k.quantize_attention_q(q, layout, gs, table, sin,
-                                                          "fp8e4m3" if precision == "fp8e4m3" else "int8")
+            q_in, q_scale = torch.ops.ac4k.quantize_attention_q(q, layout, *rope_args(*rope, "attention"), qk_format)
+            q_kw = {"q_scale": q_scale, "out_dtype": q.dtype}
         else:
-            q = _rope(q, *rope, layout)
+            q = q_in = _rope(q, *rope, layout)
     if precision == "bf16":  # no quantization: q, k, v go to the kernel as they are (TMA loads)
         o, lse = _run("mha_bf16_fwd", (q, k, v, layout, causal, scale, return_lse), out)
         return (o, lse) if return_lse else o
     if precision == "nvfp4":
         o, lse, k_mean = _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out)
     else:  # both 8-bit precisions: K smoothed and quantized (INT8 or E4M3) with V in one pass, Q in the kernel
-        k_precision = "fp8e4m3" if precision == "fp8e4m3" else "int8"
         k8, k_scale, k_mean, vt, v_scale = torch.ops.ac4k.quantize_attention_kv(k, v, layout, None, None, None,
-                                                                                k_precision)
-        if q_quant is not None:  # q rotated and quantized already (no lse here)
-            args = (q_quant[0], k8, k_scale, vt, v_scale, layout, causal, scale, False)
-            if out is not None:
-                getattr(torch.ops.ac4k, _OP[precision] + "_out")(*args, out, q_scale=q_quant[1])
-                return out
-            return getattr(torch.ops.ac4k, _OP[precision])(*args, q_scale=q_quant[1], out_dtype=q.dtype)[0]
-        o, lse = _run(_OP[precision], (q, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse), out)
+                                                                                qk_format)
+        o, lse = _run(_OP[precision], (q_in, k8, k_scale, vt, v_scale, layout, causal, scale, return_lse), out,
+                      **q_kw)
     if not return_lse:
         return o
     # Smoothing moved every score of row i by sm_scale * q_i . k_mean (q as rotated); add it back.
@@ -116,11 +110,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layout: str 
     return o, lse + scale * torch.einsum("bhsd,bhd->bhs", qh, km)
 
 
-def _run(name: str, args: tuple, out: Optional[torch.Tensor], *new_args):
-    """(o, lse) from torch.ops.ac4k.<name>_out(*args, out) into out, or <name>(*args, *new_args)."""
+def _run(name: str, args: tuple, out: Optional[torch.Tensor], out_dtype: Optional[torch.dtype] = None, **kw):
+    """(o, lse) from torch.ops.ac4k.<name>_out(*args, out, **kw) into out, or <name>(*args, **kw) with
+    out_dtype (for the ops whose output dtype is not q's)."""
     if out is not None:
-        return out, getattr(torch.ops.ac4k, name + "_out")(*args, out)
-    return getattr(torch.ops.ac4k, name)(*args, *new_args)
+        return out, getattr(torch.ops.ac4k, name + "_out")(*args, out, **kw)
+    if out_dtype is not None:
+        kw["out_dtype"] = out_dtype
+    return getattr(torch.ops.ac4k, name)(*args, **kw)
 
 
 def _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out):
@@ -140,7 +137,7 @@ def _attention_nvfp4(q, k, v, layout, causal, scale, return_lse, out):
     vt[..., :Sk] = vh.transpose(-1, -2)
     vt[..., Sk:].zero_()
     vq = nv(vt, "plain", None)
-    o, lse = _run("mha_nvfp4_fwd", (*qq, *kq, *vq, layout, causal, scale, return_lse), out, q.dtype)
+    o, lse = _run("mha_nvfp4_fwd", (*qq, *kq, *vq, layout, causal, scale, return_lse), out, out_dtype=q.dtype)
     return o, lse, k_mean.squeeze(s_ax)
 
 
