@@ -9,6 +9,7 @@ Inputs are larger than L2. Never used for pass/fail.
 from __future__ import annotations
 
 import argparse
+import statistics
 import json
 import os
 import sys
@@ -166,6 +167,12 @@ def bench_attention(iters: int):
             "SDPA flash (bf16)": sdpa(SDPBackend.FLASH_ATTENTION),
             "SDPA cuDNN (bf16)": sdpa(SDPBackend.CUDNN_ATTENTION),
         }
+        if "quantize_attention_q" in ac4k_kernel.get_info()["ops"]:  # Q quantized by its own pass (sm90a)
+            q8, qs = torch.ops.ac4k.quantize_attention_q(q, "BNHD")
+            impls["ac4k kernel only, q quantized before it"] = lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
+                q8, k8, ks, vt, vs, "BNHD", False, scale, False, q_scale=qs)
+            impls["ac4k Q quantization only (quantize_attention_q)"] = lambda: torch.ops.ac4k.quantize_attention_q(
+                q, "BNHD")
         if HAS_NVFP4:  # precision="nvfp4": the whole call quantizes q, smoothed k and V^T first
             impls["ac4k nvfp4 whole call"] = lambda: ac4k_kernel.attention(q, k, v, precision="nvfp4")
             nv = torch.ops.ac4k.quantize_nvfp4
@@ -364,14 +371,21 @@ def bench_rope(iters: int):
         "attention kernel, q rotated in it": (lambda: torch.ops.ac4k.mha_int8_x_fp8_fwd(
             x, k8, ks, vt, vs, "BNHD", False, scale, False, grid, freqs_cuda), None),
     })
+    # Three interleaved rounds a group, each row's median: the power-capped card drifts by several % over
+    # a few seconds, which one row after the other would read as a difference between the rows.
     for group, impls in groups.items():
+        runs = {}
+        for _ in range(3):
+            for name, (fn, nbytes) in impls.items():
+                try:
+                    runs.setdefault(name, []).append(time_cuda(fn, warmup=3, iters=iters if nbytes else max(5, iters // 5)))
+                except Exception as e:  # a build without the fused paths (sm89: no Q rotation in its kernel)
+                    print(f"{name}: {type(e).__name__}: {str(e)[:150]}")
         first = None
         for name, (fn, nbytes) in impls.items():
-            try:
-                ms = time_cuda(fn, warmup=3, iters=iters if nbytes else max(5, iters // 5))
-            except Exception as e:  # a build without the fused paths (sm89: no Q rotation in its kernel)
-                print(f"{name}: {type(e).__name__}: {str(e)[:150]}")
+            if name not in runs:
                 continue
+            ms = statistics.median(runs[name])
             first = first or ms
             row = {"op": "rope3d fused", "shape": "x".join(map(str, ATT)) + f" bf16 grid 21x30x52, {group}",
                    "impl": name, "ms": ms, "vs_ours": ms / first}

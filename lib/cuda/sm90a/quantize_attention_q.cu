@@ -55,10 +55,19 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
     if (!rope_grid(p.rope_freqs, b, qv.S, f, gh, gw)) return;  // the same for the whole CTA
     n_rot = int(max(int64_t(0), min(int64_t(n_rows), f * gh * gw - s0)));
     const uint32_t hw = uint32_t(gh * gw);
-    for (int e = threadIdx.x; e < n_rot * (D / 2); e += kWarps * 32) {
-      const int t = e / (D / 2), pair = e % (D / 2);
-      mult[e] = load_mult(p.rope_freqs, rope_pos(p.rope_freqs, pair, uint32_t(s0 + t), hw, uint32_t(gh),
+    constexpr int kMultPer = kTokens * (D / 2) / (kWarps * 32);  // unrolled: the table loads overlap
+    float4 mv[kMultPer];
+#pragma unroll
+    for (int k = 0; k < kMultPer; ++k) {
+      const int e = threadIdx.x + k * kWarps * 32, t = e / (D / 2), pair = e % (D / 2);
+      if (t < n_rot)
+        mv[k] = load_mult(p.rope_freqs, rope_pos(p.rope_freqs, pair, uint32_t(s0 + t), hw, uint32_t(gh),
                                                  uint32_t(gw)), pair);
+    }
+#pragma unroll
+    for (int k = 0; k < kMultPer; ++k) {
+      const int e = threadIdx.x + k * kWarps * 32;
+      if (e / (D / 2) < n_rot) mult[e] = mv[k];
     }
     __syncthreads();
   }
@@ -67,6 +76,7 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
   for (; h < qv.H; h += kWarps) {
     uint4 w[kPer];  // the values to quantize, in q's dtype (rotated as rope3d writes them)
     float amax = 0.f;
+    const bool more = h + kWarps < qv.H;
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int i = lane + 32 * j, t = i / kChunks;
@@ -78,12 +88,16 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
         w[j] = make_uint4(rotate_pair_bits<T>(a[0], a[1], m[0]), rotate_pair_bits<T>(a[2], a[3], m[1]),
                           rotate_pair_bits<T>(a[4], a[5], m[2]), rotate_pair_bits<T>(a[6], a[7], m[3]));
       }
+      // raw[j] is free: the next head's chunk goes out now, so its load overlaps this head's rotation
+      // (issued after the rotation, the loads left the DRAM idle while the SM's 16 warps computed).
+      if (more)
+        raw[j] = t < n_rows ? ldg_stream(x + t * qv.stride_s + (h + kWarps) * qv.stride_h + 8 * (i % kChunks))
+                            : make_uint4(0, 0, 0, 0);
       float v[8];
       unpack8<T>(w[j], v);
 #pragma unroll
       for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[k]);
     }
-    if (h + kWarps < qv.H) load(h + kWarps);  // raw is free: the next head's bytes in flight meanwhile
     amax = group_max<32>(amax);
     const float inv = recip_scale(Fmt::kMax, amax);
 #pragma unroll
