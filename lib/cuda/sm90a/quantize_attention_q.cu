@@ -6,8 +6,10 @@
 // Shaped like rope3d, not like the attention kernel: a CTA takes 16 tokens of one sample across all
 // heads, so each token's multipliers are built once in shared memory for every head (the rotations
 // fused where one CTA holds one head re-read 16 bytes of table a pair for each of the 40 heads, and
-// lost to rope3d + a plain pass: docs/perf-notes.md). Each warp owns one head's 16 x D block at a
-// time (one scale: a shuffle reduction) and issues its next head's loads before it reduces.
+// lost to rope3d + a plain pass: docs/perf-notes.md). A pair of warps owns one head's 16 x D block
+// at a time, 8 tokens each; each warp issues its next head's loads chunk by chunk as it rotates, and
+// the block's scale is the two warps' shuffle maxima met in shared memory. At <= 64 registers four
+// CTAs share an SM (8% faster than a warp a block at ~100 registers and two CTAs; session 23).
 #include <cuda_runtime.h>
 
 #include "ac4k_kernel/ops.h"
@@ -15,6 +17,7 @@
 #include "common/quant_format.cuh"
 #include "common/rope.cuh"
 #include "common/utils.cuh"
+#include "sm90a/barrier.cuh"
 
 namespace ac4k {
 namespace sm90a {
@@ -22,16 +25,20 @@ namespace {
 
 constexpr int kTokens = 16;  // tokens a scale (the attention kernel's 16 query rows a warp)
 constexpr int kWarps = 8;
+constexpr int kPairs = kWarps / 2;  // a pair of warps shares a head's 16-token block, 8 tokens each
 
+// Half a block per warp keeps ~64 registers, so four CTAs (32 warps) share an SM: twice the warps
+// of a block per warp (~116 registers), to hide the rotation's arithmetic behind the loads.
 template <typename T, int D, typename Fmt, bool kRope>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, 4)
 quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) {
   extern __shared__ float4 mult[];               // [kTokens][D / 2] (kRope)
+  __shared__ float pair_amax[2][kWarps];         // double-buffered by head parity
   constexpr int kChunks = D / 8;                 // 16-byte chunks a row
-  constexpr int kPer = kTokens * kChunks / 32;   // a lane's chunks of one 16 x D block
+  constexpr int kPer = kTokens / 2 * kChunks / 32;  // a lane's chunks of one 8 x D half block
   const TokenView &qv = p.qv, &ov = p.q8v;
   const int64_t b = blockIdx.y, s0 = int64_t(blockIdx.x) * kTokens;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, pair = warp / 2, t0 = 8 * (warp % 2);
   const int n_rows = int(min(int64_t(kTokens), qv.S - s0));
   const T* x = static_cast<const T*>(p.q) + b * qv.stride_b + s0 * qv.stride_s;
   uint8_t* y = p.q8 + b * ov.stride_b + s0 * ov.stride_s;
@@ -40,12 +47,12 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
   auto load = [&](int64_t h) {
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j, t = i / kChunks;
+      const int i = lane + 32 * j, t = t0 + i / kChunks;
       raw[j] = t < n_rows ? ldg_stream(x + t * qv.stride_s + h * qv.stride_h + 8 * (i % kChunks))
                           : make_uint4(0, 0, 0, 0);
     }
   };
-  int64_t h = warp;
+  int64_t h = pair;
   if (h < qv.H) load(h);
 
   int n_rot = 0;  // rows of this block that are rotated (tokens < f*h*w); the rest pass unchanged
@@ -73,13 +80,13 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
   }
 
   const int64_t n_blk = ceil_div(qv.S, int64_t(kTokens));
-  for (; h < qv.H; h += kWarps) {
+  for (int it = 0; h < qv.H; h += kPairs, ++it) {
     uint4 w[kPer];  // the values to quantize, in q's dtype (rotated as rope3d writes them)
     float amax = 0.f;
-    const bool more = h + kWarps < qv.H;
+    const bool more = h + kPairs < qv.H;
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j, t = i / kChunks;
+      const int i = lane + 32 * j, t = t0 + i / kChunks;
       w[j] = raw[j];
       if (kRope && t < n_rot) {
         float a[8];
@@ -91,25 +98,31 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
       // raw[j] is free: the next head's chunk goes out now, so its load overlaps this head's rotation
       // (issued after the rotation, the loads left the DRAM idle while the SM's 16 warps computed).
       if (more)
-        raw[j] = t < n_rows ? ldg_stream(x + t * qv.stride_s + (h + kWarps) * qv.stride_h + 8 * (i % kChunks))
+        raw[j] = t < n_rows ? ldg_stream(x + t * qv.stride_s + (h + kPairs) * qv.stride_h + 8 * (i % kChunks))
                             : make_uint4(0, 0, 0, 0);
       float v[8];
       unpack8<T>(w[j], v);
 #pragma unroll
       for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[k]);
     }
+    // The block's absmax: the two halves meet in shared memory (a buffer per head parity, so a warp
+    // a head ahead never overwrites what its partner has yet to read). max is order-free: the bits of
+    // one warp's reduction.
     amax = group_max<32>(amax);
+    pair_amax[it & 1][warp] = amax;
+    named_bar_sync(1 + pair, 64);
+    amax = fmaxf(amax, pair_amax[it & 1][warp ^ 1]);
     const float inv = recip_scale(Fmt::kMax, amax);
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j, t = i / kChunks;
+      const int i = lane + 32 * j, t = t0 + i / kChunks;
       float v[8];
       unpack8<T>(w[j], v);
       if (t < n_rows)
         __stcs(reinterpret_cast<uint2*>(y + t * ov.stride_s + h * ov.stride_h + 8 * (i % kChunks)),
                pack8_uniform<Fmt>(v, inv));
     }
-    if (lane == 0) p.q_scale[(b * qv.H + h) * n_blk + blockIdx.x] = __fdiv_rn(amax, Fmt::kMax);
+    if (lane == 0 && t0 == 0) p.q_scale[(b * qv.H + h) * n_blk + blockIdx.x] = __fdiv_rn(amax, Fmt::kMax);
   }
 }
 
