@@ -9,9 +9,9 @@ Inputs are larger than L2. Never used for pass/fail.
 from __future__ import annotations
 
 import argparse
-import statistics
 import json
 import os
+import statistics
 import sys
 import time
 
