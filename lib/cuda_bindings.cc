@@ -443,6 +443,18 @@ bool rows_16b_aligned(const at::Tensor& t) {
 }
 
 
+// The head dims of the attention kernels and their quantizers.
+void check_head_dim(int64_t D, const char* op) {
+  TORCH_CHECK(D == 64 || D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(D));
+}
+
+// An 8-bit attention operand's format argument (k_precision, q_precision): true for E4M3.
+bool fp8_format(const std::string& precision, const char* op, const char* name) {
+  TORCH_CHECK(precision == "int8" || precision == "fp8e4m3", "ac4k::", op, ": ", name,
+              " must be 'int8' or 'fp8e4m3', got '", precision, "'");
+  return precision == "fp8e4m3";
+}
+
 void check_attention_input(const at::Tensor& t, const char* op, const char* name, const at::Tensor& q) {
   check_half_input(t, op, name);
   TORCH_CHECK(t.dim() == 4, "ac4k::", op, ": ", name, " must be 4-D ([B, S, H, D] for BNHD, [B, H, S, D] for BHND), got ",
@@ -461,13 +473,11 @@ std::vector<at::Tensor> quantize_attention_kv(const at::Tensor& k, const at::Ten
                                               const c10::optional<at::Tensor>& freqs,
                                               const c10::optional<at::Tensor>& sin, const std::string& k_precision) {
   const char* op = "quantize_attention_kv";
-  TORCH_CHECK(k_precision == "int8" || k_precision == "fp8e4m3", "ac4k::", op,
-              ": k_precision must be 'int8' or 'fp8e4m3', got '", k_precision, "'");
-  const bool k_fp8 = k_precision == "fp8e4m3";
+  const bool k_fp8 = fp8_format(k_precision, op, "k_precision");
   check_attention_input(k, op, "k", k);
   check_attention_input(v, op, "v", k);
   const ac4k::TokenView kv = token_view(k, layout, op, "k"), vv = token_view(v, layout, op, "v");
-  TORCH_CHECK(kv.D == 64 || kv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(kv.D));
+  check_head_dim(kv.D, op);
   TORCH_CHECK(k.sizes() == v.sizes(), "ac4k::", op, ": k and v must have the same shape, got ", shape_str(k.sizes()),
               " and ", shape_str(v.sizes()));
   TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
@@ -522,12 +532,10 @@ std::vector<at::Tensor> quantize_attention_q(const at::Tensor& q, const std::str
                                              const c10::optional<at::Tensor>& freqs,
                                              const c10::optional<at::Tensor>& sin, const std::string& q_precision) {
   const char* op = "quantize_attention_q";
-  TORCH_CHECK(q_precision == "int8" || q_precision == "fp8e4m3", "ac4k::", op,
-              ": q_precision must be 'int8' or 'fp8e4m3', got '", q_precision, "'");
+  const bool fp8 = fp8_format(q_precision, op, "q_precision");
   check_attention_input(q, op, "q", q);
   const ac4k::TokenView qv = token_view(q, layout, op, "q");
-  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
-  const bool fp8 = q_precision == "fp8e4m3";
+  check_head_dim(qv.D, op);
   at::Tensor q8 = at::empty(q.sizes(), q.options().dtype(fp8 ? at::kFloat8_e4m3fn : at::kChar));
   at::Tensor q_scale = at::empty({qv.B, qv.H, (qv.S + 15) / 16}, q.options().dtype(at::kFloat));
 
@@ -605,7 +613,7 @@ at::Tensor mha_8bit_fwd_out(const at::Tensor& q, const at::Tensor& k8, const at:
   TORCH_CHECK(k8.dim() == 4 && k8.stride(-1) == 1, "ac4k::", op, ": k must be 4-D with a contiguous last dim");
   TORCH_CHECK(qv.B == kv.B && qv.D == kv.D, "ac4k::", op, ": q ", shape_str(q.sizes()), " and k ",
               shape_str(k8.sizes()), " differ in batch or head dim");
-  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
+  check_head_dim(qv.D, op);
   TORCH_CHECK(kv.H > 0 && qv.H % kv.H == 0, "ac4k::", op, ": q heads (", std::to_string(qv.H),
               ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
   TORCH_CHECK(vt.size(0) == kv.B && vt.size(1) == kv.H && vt.size(2) == kv.D && vt.size(3) % 128 == 0 &&
@@ -694,7 +702,7 @@ at::Tensor mha_bf16_fwd_out(const at::Tensor& q, const at::Tensor& k, const at::
               " and ", shape_str(v.sizes()));
   TORCH_CHECK(qv.B == kv.B && qv.D == kv.D, "ac4k::", op, ": q ", shape_str(q.sizes()), " and k ",
               shape_str(k.sizes()), " differ in batch or head dim");
-  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
+  check_head_dim(qv.D, op);
   TORCH_CHECK(kv.H > 0 && qv.H % kv.H == 0, "ac4k::", op, ": q heads (", std::to_string(qv.H),
               ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
   TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
@@ -789,7 +797,7 @@ at::Tensor mha_nvfp4_fwd_out(const at::Tensor& q, const at::Tensor& q_sf, const 
   kv.D *= 2;
   TORCH_CHECK(qv.B == kv.B && qv.D == kv.D, "ac4k::", op, ": q ", shape_str(q.sizes()), " and k ",
               shape_str(k.sizes()), " differ in batch or head dim");
-  TORCH_CHECK(qv.D == 64 || qv.D == 128, "ac4k::", op, ": head dim must be 64 or 128, got ", std::to_string(qv.D));
+  check_head_dim(qv.D, op);
   TORCH_CHECK(kv.H > 0 && qv.H % kv.H == 0, "ac4k::", op, ": q heads (", std::to_string(qv.H),
               ") must be a multiple of k/v heads (", std::to_string(kv.H), ")");
   TORCH_CHECK(kv.S >= 1, "ac4k::", op, ": k and v need at least one token");
