@@ -8,7 +8,7 @@ runs this under ncu; PROFILE_REGEX picks the kernels to profile).
     python tools/profile_ops.py gemm_fp8 [M] [N] [K]     # ours and torch._scaled_mm rowwise, accurate then fast
     python tools/profile_ops.py kv [S] [D]           # the K/V pass (quantize_attention_kv), B=1 H=40
     python tools/profile_ops.py per_channel [S] [D]  # quantize(x, "fp8e4m3", granularity="per_channel"), B=1 H=40
-    python tools/profile_ops.py q_rope [S] [D]       # quantize_attention_q with rope, B=1 H=40, grid 21x30x52
+    python tools/profile_ops.py q_rope [S] [D]       # quantize_attention_q with rope, then rope3d; B=1 H=40, grid 21x30x52
 """
 import sys
 
@@ -56,7 +56,9 @@ elif case == "q_rope":
     from ac4k_kernel import reference as ref
 
     x = torch.randn(1, S, 40, D, device="cuda", dtype=torch.bfloat16)
-    torch.ops.ac4k.quantize_attention_q(x, "BNHD", torch.tensor([[21, 30, 52]]), ref.rope3d_freqs(1024, D).cuda())
+    grid, freqs = torch.tensor([[21, 30, 52]]), ref.rope3d_freqs(1024, D).cuda()
+    torch.ops.ac4k.quantize_attention_q(x, "BNHD", grid, freqs)
+    ac4k_kernel.rope3d(x, grid, freqs)  # the same multiplier reads without the quantization
 elif case == "gemm_nvfp4":
     M, N, K = (args + [32760, 5120, 5120][len(args):])[:3]
     x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)

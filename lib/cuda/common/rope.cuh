@@ -114,6 +114,12 @@ __device__ __forceinline__ bool rope_grid(const RopeFreqs& p, int64_t b, int64_t
   }
 }
 
+// A token's multipliers in shared memory (rope3d, quantize_attention_q): pair 4q + k at slot
+// k * quarter + q (quarter = pairs / 4 = 16-byte chunks a head), so the lanes on consecutive chunks q
+// read consecutive float4s. In pair order each 8-lane phase of those reads fell on two bank groups
+// (16-way conflicts in ncu, 75% of the shared wavefronts; session 23).
+__device__ __forceinline__ uint32_t mult_slot(uint32_t pair, uint32_t quarter) { return (pair & 3) * quarter + (pair >> 2); }
+
 // 8 elements (pairs pair0 .. pair0 + 3) of token s, rotated. kHiLo: the table is HiLo (the fused
 // ops get theirs from rope_table), one float4 load a pair; else any form through load_mult. The
 // token's axis positions take two divisions once (per pair they were a third of the fused K pass's

@@ -32,7 +32,7 @@ constexpr int kPairs = kWarps / 2;  // a pair of warps shares a head's 16-token 
 template <typename T, int D, typename Fmt, bool kRope>
 __global__ void __launch_bounds__(kWarps * 32, 4)
 quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) {
-  extern __shared__ float4 mult[];               // [kTokens][D / 2] (kRope)
+  extern __shared__ float4 mult[];               // [kTokens][D / 2] in mult_slot order (kRope)
   __shared__ float pair_amax[2][kWarps];         // double-buffered by head parity
   constexpr int kChunks = D / 8;                 // 16-byte chunks a row
   constexpr int kPer = kTokens / 2 * kChunks / 32;  // a lane's chunks of one 8 x D half block
@@ -74,7 +74,8 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
 #pragma unroll
     for (int k = 0; k < kMultPer; ++k) {
       const int e = threadIdx.x + k * kWarps * 32;
-      if (e / (D / 2) < n_rot) mult[e] = mv[k];
+      const int t = e / (D / 2);
+      if (t < n_rot) mult[t * (D / 2) + mult_slot(e % (D / 2), kChunks)] = mv[k];
     }
     __syncthreads();
   }
@@ -91,9 +92,10 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
       if (kRope && t < n_rot) {
         float a[8];
         unpack8<T>(raw[j], a);
-        const float4* m = mult + t * (D / 2) + 4 * (i % kChunks);
-        w[j] = make_uint4(rotate_pair_bits<T>(a[0], a[1], m[0]), rotate_pair_bits<T>(a[2], a[3], m[1]),
-                          rotate_pair_bits<T>(a[4], a[5], m[2]), rotate_pair_bits<T>(a[6], a[7], m[3]));
+        const float4* m = mult + t * (D / 2) + i % kChunks;  // pairs 4c .. 4c + 3 (mult_slot)
+        w[j] = make_uint4(rotate_pair_bits<T>(a[0], a[1], m[0]), rotate_pair_bits<T>(a[2], a[3], m[kChunks]),
+                          rotate_pair_bits<T>(a[4], a[5], m[2 * kChunks]),
+                          rotate_pair_bits<T>(a[6], a[7], m[3 * kChunks]));
       }
       // raw[j] is free: the next head's chunk goes out now, so its load overlaps this head's rotation
       // (issued after the rotation, the loads left the DRAM idle while the SM's 16 warps computed).

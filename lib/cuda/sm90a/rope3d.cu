@@ -39,7 +39,7 @@ struct Launch {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_constant__ Rope3dParams p, const Launch l) {
-  extern __shared__ float4 mult[];  // [tokens of this CTA][D/2]
+  extern __shared__ float4 mult[];  // [tokens of this CTA][D/2], mult_slot order
   const TokenView &xv = p.xv, &ov = p.ov;
   const int64_t b = blockIdx.y;
   const int64_t s0 = int64_t(blockIdx.x) * l.tokens_per_block;
@@ -74,7 +74,8 @@ __global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_consta
       const uint32_t t = l.pairs.div(e), pair = e - t * l.pairs.d;
       const uint32_t s = uint32_t(s0 + t);
       if (s >= n) break;  // e only grows
-      mult[e] = load_mult(p, rope_pos(p, int(pair), s, hw, uint32_t(gh), uint32_t(gw)), int(pair));
+      mult[t * l.pairs.d + mult_slot(pair, l.cpd.d)] =
+          load_mult(p, rope_pos(p, int(pair), s, hw, uint32_t(gh), uint32_t(gw)), int(pair));
     }
   }
   __syncthreads();
@@ -89,11 +90,11 @@ __global__ void __launch_bounds__(kThreads, 8) rope3d_kernel(const __grid_consta
       if (s0 + t < n) {
         float a[8];
         unpack8<T>(v[k], a);
-        const float4* m = mult + t * l.pairs.d + 4 * q;
+        const float4* m = mult + t * l.pairs.d + q;  // pairs 4q .. 4q + 3 (mult_slot)
         w.x = rotate_pair_bits<T>(a[0], a[1], m[0]);
-        w.y = rotate_pair_bits<T>(a[2], a[3], m[1]);
-        w.z = rotate_pair_bits<T>(a[4], a[5], m[2]);
-        w.w = rotate_pair_bits<T>(a[6], a[7], m[3]);
+        w.y = rotate_pair_bits<T>(a[2], a[3], m[l.cpd.d]);
+        w.z = rotate_pair_bits<T>(a[4], a[5], m[2 * l.cpd.d]);
+        w.w = rotate_pair_bits<T>(a[6], a[7], m[3 * l.cpd.d]);
       }
       __stcs(reinterpret_cast<uint4*>(out + t * ov.stride_s + h * ov.stride_h + 8 * q), w);
     }
