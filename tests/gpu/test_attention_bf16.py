@@ -58,6 +58,12 @@ CASES = [  # B, Sq, Sk, Hq, Hkv, D, layout, causal
     (1, 2112, 2112, 2, 2, 128, "BNHD", True),  # 12 whole blocks; causal blocks wholly masked for one consumer
     (2, 129, 4097, 2, 1, 128, "BHND", False),  # GQA, a 49-key last block
     (1, 300, 2048, 3, 3, 128, "BNHD", True),  # causal Sq < Sk at the threshold
+    # Without a causal mask a CTA takes tiles in turn (one CTA an SM, 132 on an H100 / H200): several
+    # tiles a CTA, the last one partial, across heads and batches; O in its own tile (128 keys, D 64
+    # and 128) and in Q's (176 keys).
+    (2, 4100, 300, 8, 2, 128, "BNHD", False),
+    (1, 2000, 1000, 10, 5, 64, "BHND", False),
+    (1, 3000, 2100, 8, 8, 128, "BNHD", False),
 ]
 
 

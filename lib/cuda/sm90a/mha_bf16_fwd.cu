@@ -144,7 +144,8 @@ cudaError_t launch(const MhaBf16Params& p, cudaStream_t stream) {
   constexpr int smem = Layout<D, BN>::kBytes;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  const dim3 grid(unsigned(ceil_div(p.q_view.S, kBlockM)), unsigned(p.q_view.H), unsigned(p.q_view.B));
+  const dim3 grid(mha16_grid(p.q_view, p.causal));
+  if (grid.x == 0) return cudaErrorNotSupported;
   kernel<<<grid, kThreads, smem, stream>>>(tq, tk, tv, p);
   return last_launch_error();
 }

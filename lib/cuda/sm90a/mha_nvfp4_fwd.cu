@@ -215,7 +215,8 @@ cudaError_t launch(const MhaNvfp4Params& p, cudaStream_t stream) {
   constexpr int smem = Layout<D, kBlockN>::kBytes;
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  const dim3 grid(unsigned(ceil_div(q.S, kBlockM)), unsigned(q.H), unsigned(q.B));
+  const dim3 grid(mha16_grid(q, p.causal));
+  if (grid.x == 0) return cudaErrorNotSupported;
   kernel<<<grid, kThreads, smem, stream>>>(tq, tk, tv, p);
   return last_launch_error();
 }
