@@ -7,6 +7,8 @@
 #include <cuda_fp8.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace ac4k {
 
@@ -44,6 +46,26 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
 
 // |x| max that ignores NaN (fmaxf returns the non-NaN operand), as the reference does.
 __device__ __forceinline__ float absmax_acc(float acc, float x) { return fmaxf(acc, fabsf(x)); }
+
+// absmax_acc on two packed 16-bit values a lane (acc's two halves kept apart), in their own type:
+// one instruction for two elements, and exact (the conversion to float is monotonic; max.bf16x2 /
+// max.f16x2 return the non-NaN operand too). absmax2_float: the float max of acc's halves.
+template <typename T>
+__device__ __forceinline__ uint32_t absmax2_acc(uint32_t acc, uint32_t w) {
+  using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  T2 a, x;
+  memcpy(&a, &acc, 4);
+  memcpy(&x, &w, 4);
+  const T2 r = __hmax2(a, __habs2(x));
+  uint32_t out;
+  memcpy(&out, &r, 4);
+  return out;
+}
+template <typename T>
+__device__ __forceinline__ float absmax2_float(uint32_t acc) {
+  const float2 f = InputTraits<T>::to_float2(acc);
+  return fmaxf(f.x, f.y);
+}
 
 // qmax / amax, 0 for amax == 0; IEEE division (never build with --use_fast_math).
 __device__ __forceinline__ float recip_scale(float qmax, float amax) {

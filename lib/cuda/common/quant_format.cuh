@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/math.cuh"
 
@@ -38,8 +39,19 @@ __global__ void amax_to_scale_kernel(float* scales, int64_t n) {
   if (i < n) scales[i] = __fdiv_rn(scales[i], Fmt::kMax);
 }
 
+// pack8 with one inverse scale inv = kMax / amax, every |v[i]| <= amax (each caller's amax is taken
+// over its values). INT8: F2I.S8 rounds and saturates in one instruction, equal to quant_int8
+// there (|v * inv| < 127.5) while inv is finite; an infinite inv (a subnormal amax) takes quant_int8.
 template <typename Fmt>
 __device__ __forceinline__ uint2 pack8_uniform(const float (&v)[8], float inv) {
+  if constexpr (std::is_same_v<Fmt, Int8Format>) {
+    if (inv <= 3.4028235e38f) {
+      int32_t q[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) q[i] = cvt_rni_sat_s8(__fmul_rn(v[i], inv));
+      return make_uint2(pack_b8x4(q[0], q[1], q[2], q[3]), pack_b8x4(q[4], q[5], q[6], q[7]));
+    }
+  }
   const float invs[8] = {inv, inv, inv, inv, inv, inv, inv, inv};
   return Fmt::pack8(v, invs);
 }

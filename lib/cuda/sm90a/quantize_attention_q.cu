@@ -83,7 +83,7 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
   const int64_t n_blk = ceil_div(qv.S, int64_t(kTokens));
   for (int it = 0; h < qv.H; h += kPairs, ++it) {
     uint4 w[kPer];  // the values to quantize, in q's dtype (rotated as rope3d writes them)
-    float amax = 0.f;
+    uint32_t amax2[2] = {0u, 0u};  // |w| max on packed pairs (absmax2_acc), two chains
     const bool more = h + kPairs < qv.H;
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
@@ -102,11 +102,10 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
       if (more)
         raw[j] = t < n_rows ? ldg_stream(x + t * qv.stride_s + (h + kPairs) * qv.stride_h + 8 * (i % kChunks))
                             : make_uint4(0, 0, 0, 0);
-      float v[8];
-      unpack8<T>(w[j], v);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) amax = absmax_acc(amax, v[k]);
+      amax2[0] = absmax2_acc<T>(absmax2_acc<T>(amax2[0], w[j].x), w[j].y);
+      amax2[1] = absmax2_acc<T>(absmax2_acc<T>(amax2[1], w[j].z), w[j].w);
     }
+    float amax = fmaxf(absmax2_float<T>(amax2[0]), absmax2_float<T>(amax2[1]));
     // The block's absmax: the two halves meet in shared memory (a buffer per head parity, so a warp
     // a head ahead never overwrites what its partner has yet to read). max is order-free: the bits of
     // one warp's reduction.
