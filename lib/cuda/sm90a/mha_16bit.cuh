@@ -364,6 +364,18 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
           ph ^= 1u;
         }
       };
+      // O += P V for the block in `stage`, on its own (both schedules' last step, the serial one's
+      // every step), then its V stage released and the ring advanced.
+      auto pv_step = [&] {
+        mbar_wait(full_v + stage, phase);
+        turn_begin();
+        issue_pv(stage);
+        turn_end();
+        wgmma_wait<0>();
+        wgmma_fence_operand(o);
+        release(empty_v + stage);
+        advance(stage, phase);
+      };
 
       if constexpr (kOv) {
         // S_0, then per n >= 1: issue S_n and O += P_{n-1} V_{n-1}; softmax(S_n) while PV runs;
@@ -401,14 +413,7 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
           stage = next;
           phase = next_phase;
         }
-        mbar_wait(full_v + stage, phase);
-        turn_begin();
-        issue_pv(stage);
-        turn_end();
-        wgmma_wait<0>();
-        wgmma_fence_operand(o);
-        release(empty_v + stage);
-        advance(stage, phase);
+        pv_step();
       } else {
         for (int n = 0; n < n_blocks; ++n) {
           mbar_wait(full_k + stage, phase);
@@ -422,14 +427,7 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
           softmax(n);
           rescale_o();
           Policy::convert(s, ps, pa);
-          mbar_wait(full_v + stage, phase);
-          turn_begin();
-          issue_pv(stage);
-          turn_end();
-          wgmma_wait<0>();
-          wgmma_fence_operand(o);
-          release(empty_v + stage);
-          advance(stage, phase);
+          pv_step();
         }
       }
     }
