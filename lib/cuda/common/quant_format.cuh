@@ -40,11 +40,17 @@ __global__ void amax_to_scale_kernel(float* scales, int64_t n) {
 }
 
 // pack8 with one inverse scale inv = kMax / amax, every |v[i]| <= amax (each caller's amax is taken
-// over its values). INT8: F2I.S8 rounds and saturates in one instruction, equal to quant_int8
-// there (|v * inv| < 127.5) while inv is finite; an infinite inv (a subnormal amax) takes quant_int8.
+// over its values). INT8 on sm90a: F2I.S8 rounds and saturates in one instruction, equal to
+// quant_int8 there (|v * inv| < 127.5) while inv is finite; an infinite inv (a subnormal amax) takes
+// quant_int8. Other arches keep quant_int8 until this path has run on them.
 template <typename Fmt>
 __device__ __forceinline__ uint2 pack8_uniform(const float (&v)[8], float inv) {
-  if constexpr (std::is_same_v<Fmt, Int8Format>) {
+#ifdef AC4K_ARCH_SM90A
+  constexpr bool kS8 = std::is_same_v<Fmt, Int8Format>;
+#else
+  constexpr bool kS8 = false;
+#endif
+  if constexpr (kS8) {
     if (inv <= 3.4028235e38f) {
       int32_t q[8];
 #pragma unroll
