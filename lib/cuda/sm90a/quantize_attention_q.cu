@@ -44,16 +44,15 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
   uint8_t* y = p.q8 + b * ov.stride_b + s0 * ov.stride_s;
 
   uint4 raw[kPer];
-  auto load = [&](int64_t h) {
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j, t = t0 + i / kChunks;
-      raw[j] = t < n_rows ? ldg_stream(x + t * qv.stride_s + h * qv.stride_h + 8 * (i % kChunks))
-                          : make_uint4(0, 0, 0, 0);
-    }
+  auto load_chunk = [&](int j, int64_t h) {  // this lane's chunk j of head h
+    const int i = lane + 32 * j, t = t0 + i / kChunks;
+    return t < n_rows ? ldg_stream(x + t * qv.stride_s + h * qv.stride_h + 8 * (i % kChunks)) : make_uint4(0, 0, 0, 0);
   };
   int64_t h = pair;
-  if (h < qv.H) load(h);
+  if (h < qv.H) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) raw[j] = load_chunk(j, h);
+  }
 
   int n_rot = 0;  // rows of this block that are rotated (tokens < f*h*w); the rest pass unchanged
   if constexpr (kRope) {
@@ -99,9 +98,7 @@ quantize_attention_q_kernel(const __grid_constant__ QuantizeAttentionQParams p) 
       }
       // raw[j] is free: the next head's chunk goes out now, so its load overlaps this head's rotation
       // (issued after the rotation, the loads left the DRAM idle while the SM's 16 warps computed).
-      if (more)
-        raw[j] = t < n_rows ? ldg_stream(x + t * qv.stride_s + (h + kPairs) * qv.stride_h + 8 * (i % kChunks))
-                            : make_uint4(0, 0, 0, 0);
+      if (more) raw[j] = load_chunk(j, h + kPairs);
       amax2[0] = absmax2_acc<T>(absmax2_acc<T>(amax2[0], w[j].x), w[j].y);
       amax2[1] = absmax2_acc<T>(absmax2_acc<T>(amax2[1], w[j].z), w[j].w);
     }
