@@ -364,6 +364,18 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
           ph ^= 1u;
         }
       };
+      // S = Q K^T for the block in `stage`, on its own (both schedules' first step, the serial one's
+      // every step), then its K stage released (and Q's tile after the tile's last block).
+      auto qk_step = [&](bool last) {
+        mbar_wait(full_k + stage, phase);
+        turn_begin();
+        issue_qk(stage);
+        turn_end();
+        wgmma_wait<0>();
+        wgmma_fence_operand(s);
+        release(empty_k + stage);
+        if (last) release_q();
+      };
       // O += P V for the block in `stage`, on its own (both schedules' last step, the serial one's
       // every step), then its V stage released and the ring advanced.
       auto pv_step = [&] {
@@ -380,14 +392,7 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
       if constexpr (kOv) {
         // S_0, then per n >= 1: issue S_n and O += P_{n-1} V_{n-1}; softmax(S_n) while PV runs;
         // then O *= alpha_n and P_n replaces P_{n-1} (its registers are free once PV is done).
-        mbar_wait(full_k + stage, phase);
-        turn_begin();
-        issue_qk(stage);
-        turn_end();
-        wgmma_wait<0>();
-        wgmma_fence_operand(s);
-        release(empty_k + stage);
-        if (n_blocks == 1) release_q();
+        qk_step(n_blocks == 1);
         softmax(0);
         Policy::convert(s, ps, pa);
         for (int n = 1; n < n_blocks; ++n) {
@@ -416,14 +421,7 @@ __device__ __forceinline__ void mha_16bit_body(const CUtensorMap& tm_q, const CU
         pv_step();
       } else {
         for (int n = 0; n < n_blocks; ++n) {
-          mbar_wait(full_k + stage, phase);
-          turn_begin();
-          issue_qk(stage);
-          turn_end();
-          wgmma_wait<0>();
-          wgmma_fence_operand(s);
-          release(empty_k + stage);
-          if (n == n_blocks - 1) release_q();
+          qk_step(n == n_blocks - 1);
           softmax(n);
           rescale_o();
           Policy::convert(s, ps, pa);
