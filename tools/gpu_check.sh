@@ -171,9 +171,10 @@ if has sm89; then
     stage sm89_bench timeout ${SM89_BENCH_TIMEOUT:-900} python3 bench/run.py --json "$OUT/sm89_bench.json" $SM89_BENCH_ARGS
 fi
 # Nsight Compute: PROFILE_ARGS = tools/profile_ops.py's arguments (default: the 8-bit attention kernels,
-# ours and SageAttention2's when importable), PROFILE_REGEX = the kernels to profile, PROFILE_COUNT = how many.
+# ours and SageAttention2's when importable), PROFILE_REGEX = the kernels to profile (ncu matches the function's
+# name: ours is mha_8bit_kernel for both 8-bit precisions), PROFILE_COUNT = how many.
 if has profile; then
-  stage profile ncu --kernel-name regex:"${PROFILE_REGEX:-mha_int8|qk_int8}" --launch-count ${PROFILE_COUNT:-2} --set full \
+  stage profile ncu --kernel-name regex:"${PROFILE_REGEX:-mha_8bit|qk_int8}" --launch-count ${PROFILE_COUNT:-2} --set full \
     --clock-control none --import-source no -o "$OUT/profile" -f python3 tools/profile_ops.py ${PROFILE_ARGS:-attention 8192 128}
   ncu --import "$OUT/profile.ncu-rep" --page details > "$OUT/profile_details.txt" 2>&1
   [ -n "${PROFILE_SASS:-}" ] && ncu --import "$OUT/profile.ncu-rep" --page source --csv --print-source sass > "$OUT/profile_sass.csv" 2>&1
