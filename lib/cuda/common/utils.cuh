@@ -56,16 +56,29 @@ struct FastDiv {
   __device__ __forceinline__ uint32_t div(uint32_t n) const { return d == 1 ? n : __umulhi(n, mul) >> shr; }
 };
 
-// SMs of the current device (the persistent grids' size), queried once per device: launchers call
-// it on every launch.
-inline int sm_count() {
-  static std::atomic<int> memo[64];  // zero until the device's first query
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  if (dev >= 0 && dev < 64 && (n = memo[dev].load(std::memory_order_relaxed)) > 0) return n;
-  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) return 132;
-  if (dev >= 0 && dev < 64) memo[dev].store(n, std::memory_order_relaxed);
+// query(dev) for the current device once, then from `memo` (the caller's static array, one per
+// question, zero until asked): for what launchers would otherwise ask the driver on every launch.
+// A result <= 0 (a failed query) is returned and not kept; so is 0 when there is no current device.
+template <typename Query>
+inline int once_per_device(std::atomic<int> (&memo)[64], Query&& query) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  const bool keep = dev >= 0 && dev < 64;
+  int n = keep ? memo[dev].load(std::memory_order_relaxed) : 0;
+  if (n > 0) return n;
+  n = query(dev);
+  if (n > 0 && keep) memo[dev].store(n, std::memory_order_relaxed);
   return n;
+}
+
+// SMs of the current device (the persistent grids' size); 132 if the driver cannot say.
+inline int sm_count() {
+  static std::atomic<int> memo[64];
+  const int n = once_per_device(memo, [](int dev) {
+    int v = 0;
+    return cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess ? v : 0;
+  });
+  return n > 0 ? n : 132;
 }
 
 }  // namespace ac4k

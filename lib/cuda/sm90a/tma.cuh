@@ -52,6 +52,15 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, u
                                   bar);
 }
 
+// Multicast forms: the same box into shared memory at `dst`'s offset in every CTA of `cta_mask`
+// (cluster ranks), each completing its bytes on the mbarrier at `bar`'s offset in that CTA.
+template <int R>
+__device__ __forceinline__ void tma_load_multicast(void* dst, const CUtensorMap* map, uint64_t* bar,
+                                                   const int32_t (&c)[R], uint16_t cta_mask) {
+  cuda::ptx::cp_async_bulk_tensor(cuda::ptx::space_cluster, cuda::ptx::space_global, dst, map, c,
+                                  bar, cta_mask);
+}
+
 #endif  // __CUDACC__
 
 // ---- host: descriptor encoding ----
